@@ -1,0 +1,32 @@
+# Two commands on a fresh machine:  `make`  (set up + run the CPU default)  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+CONFIG ?= configs/smollm2-cpu.yaml
+# CPU machines: torch 2.13.0 (the CPU build where a local wheel exists). GPU boxes: TORCH=torch.
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+
+.PHONY: all setup run test test-slow benchmark lab clean-run
+all: run
+
+setup: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	touch $@
+
+run: setup          ## every notebook in order with papermill, cached per stage
+	$(BIN)/python -m boomerang.pipeline --config $(CONFIG)
+
+test: setup         ## the suite CI runs (< 10 minutes on 2 cores)
+	$(BIN)/python -m pytest
+
+test-slow: setup    ## end-to-end checks on the real teacher (minutes)
+	$(BIN)/python -m pytest -m slow
+
+benchmark: setup    ## distillation tokens/s, sweep time and peak memory
+	$(BIN)/python scripts/benchmark.py --config $(CONFIG)
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/

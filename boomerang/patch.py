@@ -1,0 +1,114 @@
+"""Zero-shot interpolation: replace student layers by their whole teacher blocks, no training.
+
+Patched models share the teacher's and the student's tensors, so a sweep over every k holds about
+teacher + student in memory; `export` writes any of them as a plain HF checkpoint.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import PreTrainedModel
+
+from .arch import assemble
+from .io import atomic_path
+from .prune import Layout
+
+ORDERS = ("last_to_first", "first_to_last")
+
+
+def patch_order(num_blocks: int, order: str) -> list[int]:
+    """Student layers in the order they are patched."""
+    if order == "last_to_first":
+        return list(range(num_blocks - 1, -1, -1))
+    if order == "first_to_last":
+        return list(range(num_blocks))
+    raise ValueError(f"unknown patch order {order!r}; choose one of {ORDERS}")
+
+
+def patched_blocks(num_blocks: int, k: int, order: str) -> set[int]:
+    if not 0 <= k <= num_blocks:
+        raise ValueError(f"k must be in [0, {num_blocks}], got {k}")
+    return set(patch_order(num_blocks, order)[:k])
+
+
+def patch(teacher: PreTrainedModel, student: PreTrainedModel, layout: Layout, blocks: Iterable[int]) -> PreTrainedModel:
+    """The student with each listed block replaced by its teacher layers (tensors shared, not copied)."""
+    blocks = set(blocks)
+    if not blocks <= set(range(layout.num_blocks)):
+        raise ValueError(f"blocks {sorted(blocks)} outside 0..{layout.num_blocks - 1}")
+    layers = []
+    for i, teacher_layers in enumerate(layout.blocks):
+        layers += [(teacher, j) for j in teacher_layers] if i in blocks else [(student, i)]
+    first = teacher if 0 in blocks else student
+    last = teacher if layout.num_blocks - 1 in blocks else student
+    return assemble(teacher.config, layers, first, last).eval()
+
+
+@dataclass(frozen=True)
+class Interpolant:
+    order: str
+    k: int
+    blocks: tuple[int, ...]
+    num_layers: int
+
+
+def interpolants(layout: Layout, order: str) -> list[Interpolant]:
+    """Every size from the student (k = 0) to the teacher (k = M) along one patch order."""
+    sizes = [len(b) for b in layout.blocks]
+    out = []
+    for k in range(layout.num_blocks + 1):
+        blocks = patched_blocks(layout.num_blocks, k, order)
+        num = sum(sizes[i] if i in blocks else 1 for i in range(layout.num_blocks))
+        out.append(Interpolant(order, k, tuple(sorted(blocks)), num))
+    return out
+
+
+def sweep(teacher, student, layout: Layout, order: str) -> Iterator[tuple[Interpolant, PreTrainedModel]]:
+    """Yield each interpolated model in turn; each one is cheap because it owns no tensors."""
+    for spec in interpolants(layout, order):
+        yield spec, patch(teacher, student, layout, spec.blocks)
+
+
+def export(model: PreTrainedModel, path: str | Path, tokenizer=None) -> None:
+    """Write a self-contained checkpoint that `AutoModelForCausalLM.from_pretrained` loads as is."""
+    with atomic_path(path) as out:
+        model.save_pretrained(out)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+
+
+def unique_tensor_bytes(models: Iterable[torch.nn.Module]) -> int:
+    """Bytes of distinct storage behind all parameters and buffers of `models` (shared tensors once)."""
+    seen: dict[int, int] = {}
+    for model in models:
+        for t in [*model.parameters(), *model.buffers()]:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def interpolation_table(teacher, student, layout: Layout, orders: Iterable[str], tied_family: bool) -> pd.DataFrame:
+    """Size of every interpolated model along each order (built, counted, discarded)."""
+    from .evaluate import parameter_counts
+
+    rows = []
+    for order in orders:
+        for spec, model in sweep(teacher, student, layout, order):
+            rows.append({"order": order, "k": spec.k, "num_layers": spec.num_layers,
+                         "patched_blocks": list(spec.blocks), **parameter_counts(model, tied_family)})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def endpoint_gaps(teacher, student, layout: Layout, input_ids: torch.Tensor, order: str) -> dict[str, float]:
+    """Max |logit difference| of k = M vs the teacher and k = 0 vs the student (both should be 0)."""
+    m = layout.num_blocks
+    full = patch(teacher, student, layout, patched_blocks(m, m, order))
+    none = patch(teacher, student, layout, patched_blocks(m, 0, order))
+    return {
+        "k=M vs teacher": (full(input_ids).logits - teacher(input_ids).logits).abs().max().item(),
+        "k=0 vs student": (none(input_ids).logits - student(input_ids).logits).abs().max().item(),
+    }

@@ -1,0 +1,65 @@
+from types import SimpleNamespace
+
+import pandas as pd
+import torch
+
+from boomerang.config import DistillConfig, load_config
+from boomerang.distill import distillation_loss, train
+from boomerang.prune import Layout, build_student, layout_from_rule, load_student, prune_run
+from boomerang.teacher import load_teacher
+from tests.conftest import VOCAB, tiny_model
+
+
+def outputs(model, x, mask):
+    return model(input_ids=x, attention_mask=mask, output_hidden_states=True)
+
+
+def test_kl_and_cosine_vanish_when_student_is_teacher():
+    teacher = tiny_model("llama")
+    layout = Layout(tuple(range(6)), 6)  # keep every layer: the student is the teacher
+    student = build_student(teacher, layout).eval()
+    x, mask = torch.randint(0, VOCAB, (2, 10)), torch.ones(2, 10, dtype=torch.long)
+    _, terms = distillation_loss(outputs(student, x, mask), outputs(teacher, x, mask), x, mask,
+                                 layout.alignment, DistillConfig())
+    assert abs(terms["kl"]) < 1e-5 and abs(terms["cos"]) < 1e-5
+    assert terms["ce"] > 0
+
+
+def test_terms_ignore_padded_positions():
+    teacher = tiny_model("llama")
+    layout = layout_from_rule(6, 1, 2, 2)
+    student = build_student(teacher, layout).eval()
+    x = torch.randint(0, VOCAB, (2, 10))
+    mask = torch.ones_like(x)
+    mask[1, 6:] = 0
+    s_out, t_out = outputs(student, x, mask), outputs(teacher, x, mask)
+
+    def scrambled(out):  # change every padded position of every tensor the loss reads
+        noise = lambda h: torch.where(mask[..., None].bool(), h, torch.randn_like(h) * 9)
+        return SimpleNamespace(logits=noise(out.logits), hidden_states=tuple(noise(h) for h in out.hidden_states))
+
+    _, a = distillation_loss(s_out, t_out, x, mask, layout.alignment, DistillConfig())
+    _, b = distillation_loss(scrambled(s_out), scrambled(t_out), x, mask, layout.alignment, DistillConfig())
+    for term in ("kl", "cos"):
+        assert abs(a[term] - b[term]) < 1e-6, term
+
+
+def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path):
+    def distil(name, interrupt_at=None):
+        cfg = load_config(run_config, {"name": name, "distill.steps": 6, "distill.checkpoint_every": 2})
+        teacher, tok = load_teacher(cfg.teacher)
+        prune_run(cfg, teacher, tok)
+        args = (cfg, cfg.run_dir / "student_init", cfg.run_dir / "student", cfg.results_dir / "log.csv")
+        if interrupt_at:
+            train(*args, stop_after=interrupt_at)
+            assert not (cfg.run_dir / "student").exists()
+        train(*args)
+        return load_student(cfg.run_dir / "student")[0], pd.read_csv(cfg.results_dir / "log.csv")
+
+    straight, log_a = distil("straight")
+    resumed, log_b = distil("resumed", interrupt_at=3)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    cols = ["step", "tokens", "lr", "loss", "ce", "kl", "cos", "grad_norm"]
+    pd.testing.assert_frame_equal(log_a[cols], log_b[cols])
+    assert log_a.loss.iloc[-1] < log_a.loss.iloc[0]

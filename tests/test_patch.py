@@ -1,0 +1,74 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from boomerang.patch import (ORDERS, export, interpolants, patch, patched_blocks, sweep,
+                             unique_tensor_bytes)
+from boomerang.prune import build_student, layout_from_rule, load_student, save_student
+from tests.conftest import FAMILY_CONFIGS, VOCAB, tiny_model
+
+
+def trained_pair(family):
+    """A teacher and a student whose weights have moved away from the teacher's."""
+    teacher = tiny_model(family)
+    layout = layout_from_rule(6, 1, 2, 2)
+    student = build_student(teacher, layout).eval()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return teacher, student, layout
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+def test_endpoints_reproduce_teacher_and_student_exactly(family, order):
+    teacher, student, layout = trained_pair(family)
+    x = torch.randint(0, VOCAB, (2, 9))
+    m = layout.num_blocks
+    with torch.no_grad():
+        assert torch.equal(patch(teacher, student, layout, patched_blocks(m, m, order))(x).logits, teacher(x).logits)
+        assert torch.equal(patch(teacher, student, layout, patched_blocks(m, 0, order))(x).logits, student(x).logits)
+        middle = patch(teacher, student, layout, patched_blocks(m, 2, order))(x).logits
+        assert not torch.allclose(middle, teacher(x).logits) and not torch.allclose(middle, student(x).logits)
+
+
+def test_orders_and_sizes():
+    layout = layout_from_rule(6, 1, 2, 2)  # kept 0, 2, 4, 5 -> blocks [0,1] [2,3] [4] [5]
+    assert [s.num_layers for s in interpolants(layout, "last_to_first")] == [4, 4, 4, 5, 6]
+    assert [s.num_layers for s in interpolants(layout, "first_to_last")] == [4, 5, 6, 6, 6]
+    assert patched_blocks(4, 1, "first_to_last") == {0}
+    with pytest.raises(ValueError):
+        patched_blocks(4, 5, "last_to_first")
+    with pytest.raises(ValueError):
+        patched_blocks(4, 1, "middle_out")
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox", "gpt2"])
+def test_sweep_shares_tensors(family):
+    teacher, student, layout = trained_pair(family)
+    models = [m for order in ORDERS for _, m in sweep(teacher, student, layout, order)]
+    assert unique_tensor_bytes([teacher, student, *models]) == unique_tensor_bytes([teacher, student])
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gpt2"])
+def test_export_round_trip(family, tmp_path):
+    teacher, student, layout = trained_pair(family)
+    model = patch(teacher, student, layout, {2, 3})  # embedding from student, head from teacher
+    export(model, tmp_path / "m")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
+    x = torch.randint(0, VOCAB, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(reloaded(x).logits, model(x).logits)
+
+
+def test_released_student_patches_unchanged(tmp_path):
+    teacher, student, layout = trained_pair("llama")
+    save_student(student, layout, tmp_path / "released")
+    loaded, loaded_layout = load_student(tmp_path / "released")
+    x = torch.randint(0, VOCAB, (1, 7))
+    with torch.no_grad():
+        for k in range(layout.num_blocks + 1):
+            blocks = patched_blocks(layout.num_blocks, k, "last_to_first")
+            assert torch.equal(patch(teacher, loaded.eval(), loaded_layout, blocks)(x).logits,
+                               patch(teacher, student, layout, blocks)(x).logits)

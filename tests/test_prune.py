@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from boomerang.arch import ADAPTERS, adapter_for
+from boomerang.prune import Layout, build_student, layout_from_rule, load_student, save_student
+from tests.conftest import FAMILY_CONFIGS, tiny_model
+
+
+@pytest.mark.parametrize("name, n, rule, expected", [
+    ("Qwen3-4B/8B", 36, (1, 2, 2), [*range(0, 36, 2), 35]),
+    ("Pythia-2.8B/6.9B", 32, (1, 2, 2), [*range(0, 32, 2), 31]),
+    ("Llama-3.2-3B", 28, (2, 2, 1), [0, *range(1, 28, 2)]),
+    ("SmolLM2-135M", 30, (1, 2, 2), [*range(0, 30, 2), 29]),
+])
+def test_paper_layouts(name, n, rule, expected):
+    layout = layout_from_rule(n, *rule)
+    assert list(layout.kept) == expected
+    assert len(layout.kept) == {"Qwen3-4B/8B": 19, "Pythia-2.8B/6.9B": 17, "Llama-3.2-3B": 15, "SmolLM2-135M": 16}[name]
+    assert sorted(layout.kept + tuple(layout.pruned)) == list(range(n))
+    # blocks tile the teacher; each student output aligns with the output of its block's last layer
+    assert [j for block in layout.blocks for j in block] == list(range(n))
+    assert layout.alignment[0] == 0 and layout.alignment[-1] == n
+    for i, block in enumerate(layout.blocks):
+        assert layout.alignment[i + 1] == block[-1] + 1
+
+
+def test_invalid_layouts_are_rejected():
+    with pytest.raises(ValueError):
+        Layout((1, 2), 4)  # must start at layer 0
+    with pytest.raises(ValueError):
+        Layout((0, 3, 2), 4)
+    with pytest.raises(ValueError):
+        layout_from_rule(4, keep_first=3, step=2, keep_last=2)
+
+
+def test_unsupported_family_names_the_supported_ones():
+    class Config:
+        model_type = "mamba"
+    with pytest.raises(NotImplementedError, match="llama"):
+        adapter_for(Config())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+def test_student_copies_kept_teacher_layers(family):
+    assert set(ADAPTERS) == set(FAMILY_CONFIGS)
+    teacher = tiny_model(family)
+    layout = layout_from_rule(6, 1, 2, 2)
+    student = build_student(teacher, layout)
+    t_layers, s_layers = teacher.get_submodule(ADAPTERS[family].layers), student.get_submodule(ADAPTERS[family].layers)
+    for i, j in enumerate(layout.kept):
+        for (name, a), (_, b) in zip(s_layers[i].state_dict().items(), t_layers[j].state_dict().items()):
+            assert torch.equal(a, b), name
+            assert a.data_ptr() != b.data_ptr()  # a copy, so training never touches the teacher
+
+
+def test_random_init_has_same_shape_and_new_weights():
+    teacher = tiny_model("llama")
+    layout = layout_from_rule(6, 1, 2, 2)
+    a, b = build_student(teacher, layout), build_student(teacher, layout, init="random", seed=1)
+    shapes = {n: p.shape for n, p in a.named_parameters()}
+    assert shapes == {n: p.shape for n, p in b.named_parameters()}
+    assert not torch.equal(a.model.layers[1].mlp.up_proj.weight, b.model.layers[1].mlp.up_proj.weight)
+
+
+def test_released_format_round_trip(tmp_path):
+    teacher = tiny_model("qwen3")
+    layout = layout_from_rule(6, 2, 2, 1)
+    save_student(build_student(teacher, layout), layout, tmp_path / "s")
+    meta = (tmp_path / "s" / "student_config.json").read_text()
+    assert '"copied_teacher_layers"' in meta and '"pruned_teacher_layers"' in meta
+    student, loaded = load_student(tmp_path / "s")
+    assert loaded == layout
+    assert student.config.num_hidden_layers == layout.num_blocks
