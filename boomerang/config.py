@@ -40,6 +40,7 @@ class DataConfig:
     text_field: str = "text"
     heldout_documents: list[str] = field(default_factory=list)
     heldout_dataset: str | None = None
+    heldout_config: str | None = None
     heldout_split: str = "validation"
     seq_len: int = 256
 
@@ -184,8 +185,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not path.exists():
         presets = sorted(p.name for p in (REPO_ROOT / "configs").glob("*.yaml"))
         raise FileNotFoundError(f"config {path} not found; presets: {presets}")
+    return _build(RunConfig, merge(_read_preset(path), overrides or {}), path.name)
+
+
+def _read_preset(path: Path) -> dict[str, Any]:
+    """A preset's values on top of those of the preset it names as `base` (recursively)."""
     raw = yaml.safe_load(path.read_text()) or {}
     base = raw.pop("base", None)
-    if base:
-        raw = merge(yaml.safe_load((path.parent / base).read_text()), raw)
-    return _build(RunConfig, merge(raw, overrides or {}), path.name)
+    return merge(_read_preset(path.parent / base), raw) if base else raw

@@ -282,9 +282,9 @@ def heldout_blocks(cfg: DataConfig, tokenizer, num_tokens: int) -> torch.Tensor:
     else:
         from datasets import load_dataset
 
-        name = cfg.heldout_dataset or cfg.dataset
-        texts = (r[cfg.text_field] for r in load_dataset(name, cfg.dataset_config, split=cfg.heldout_split,
-                                                           streaming=True))
+        name, subset = (cfg.heldout_dataset, cfg.heldout_config) if cfg.heldout_dataset else (cfg.dataset, cfg.dataset_config)
+        texts = (r[cfg.text_field] for r in load_dataset(name, subset, split=cfg.heldout_split, streaming=True)
+                 if r[cfg.text_field].strip())
         blocks = torch.stack([b for _, b in zip(range(num_tokens // cfg.seq_len),
                                                 _pack_stream(texts, tokenizer, cfg.seq_len))])
     wanted = max(1, min(len(blocks), num_tokens // cfg.seq_len))

@@ -101,12 +101,13 @@ def train(
     # Checkpoints are keyed by everything that shapes training, so a changed config never resumes them.
     ckpt_root = out_dir.parent / "checkpoints" / cfg.digest("seed", "teacher", "prune", "data", "distill")
     mixed = d.mixed_precision if d.mixed_precision in ("bf16", "fp16") else "no"
-    accelerator = Accelerator(mixed_precision=mixed)
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
 
     teacher, tokenizer = load_teacher(cfg.teacher)
     teacher.to(accelerator.device)
-    student = AutoModelForCausalLM.from_pretrained(str(init_dir), dtype=teacher.dtype)
+    # fp32 master weights whatever the teacher's dtype; bf16 enters through autocast.
+    student = AutoModelForCausalLM.from_pretrained(str(init_dir), dtype=torch.float32)
     layout = read_layout(init_dir)
     student.train()
     if not d.train_embeddings:
@@ -146,6 +147,10 @@ def train(
                 accelerator.backward(loss / d.grad_accum)
             for name, value in terms.items():
                 terms_sum[name] = terms_sum.get(name, 0.0) + value / d.grad_accum
+        if accelerator.num_processes > 1:  # log the mean over processes, not rank 0's share
+            names = sorted(terms_sum)
+            means = accelerator.reduce(torch.tensor([terms_sum[n] for n in names], device=accelerator.device), "mean")
+            terms_sum = dict(zip(names, means.tolist()))
         grad_norm = accelerator.clip_grad_norm_(student.parameters(), d.grad_clip)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()

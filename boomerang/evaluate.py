@@ -51,12 +51,16 @@ def parameter_counts(model: nn.Module, tied_family: bool) -> dict[str, int]:
     return {"params": body + (0 if tied_family else head), "params_inference": body + head}
 
 
-def evaluate_run(cfg, teacher, tokenizer, student, init_student, layout) -> pd.DataFrame:
+def evaluate_run(cfg, teacher, tokenizer, student, layout) -> pd.DataFrame:
     """Perplexity of teacher, student, every interpolated size and the naive-pruning baseline.
 
-    Naive pruning is the same patching applied to the undistilled pruned student: the teacher with the
-    same layers removed. Teacher and student rows carry `order = "none"`.
+    Naive pruning is the same patching applied to the undistilled pruned student, i.e. the teacher with
+    the same layers removed (whatever the distilled student was initialised from). Teacher and student
+    rows carry `order = "none"`.
     """
+    from .prune import build_student
+
+    init_student = build_student(teacher, layout).eval()
     blocks = heldout_blocks(cfg.data, tokenizer, cfg.evaluate.eval_tokens)
     tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
     e = cfg.evaluate

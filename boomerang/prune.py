@@ -128,6 +128,11 @@ def load_student(path_or_id: str | Path, dtype: torch.dtype = torch.float32) -> 
     return model, read_layout(path_or_id)
 
 
+def distilled_student(cfg) -> str | Path:
+    """Where the distilled student lives: a released one (`prune.student`) or this run's output."""
+    return cfg.prune.student or cfg.run_dir / "student"
+
+
 def prune_run(cfg, teacher, tokenizer) -> Layout:
     """Stage 1 of a run: write `runs/<name>/student_init` (or adopt a released student's layout)."""
     from .arch import num_layers as teacher_layers

@@ -63,3 +63,21 @@ def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path):
     cols = ["step", "tokens", "lr", "loss", "ce", "kl", "cos", "grad_norm"]
     pd.testing.assert_frame_equal(log_a[cols], log_b[cols])
     assert log_a.loss.iloc[-1] < log_a.loss.iloc[0]
+
+
+def test_two_processes_share_the_work(run_config):
+    """The `accelerate`/DDP path: two CPU processes (gloo) each take their own slice of every batch."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = load_config(run_config, {"name": "ddp"})
+    teacher, tok = load_teacher(cfg.teacher)
+    prune_run(cfg, teacher, tok)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "boomerang.distill",
+                    "--config", str(run_config), "--override", '{"name": "ddp"}'],
+                   check=True, env=env, capture_output=True)
+    log = pd.read_csv(cfg.results_dir / "distill_log.csv")
+    assert log.tokens.iloc[0] == 2 * cfg.distill.batch_size * cfg.data.seq_len
+    assert len(log) == cfg.distill.steps and (cfg.run_dir / "student" / "student_config.json").exists()
