@@ -170,13 +170,53 @@ def cka_grid(model_a: nn.Module, model_b: nn.Module, blocks: Tensor, batch_size:
 
 @torch.no_grad()
 def aligned_cosines(student: nn.Module, teacher: nn.Module, blocks: Tensor, alignment: Sequence[int],
-                    batch_size: int = 8) -> list[float]:
-    """`layer_cosine` over all tokens of `blocks`, each batch weighted by its token count."""
-    totals, count = np.zeros(len(alignment)), 0
+                    batch_size: int = 8, final_only: bool = False) -> list[float]:
+    """`layer_cosine` over all tokens of `blocks`, each batch weighted by its token count.
+
+    `final_only` compares just the last (post-norm) states, whatever the two models' depths.
+    """
+    totals, count = np.zeros(1 if final_only else len(alignment)), 0
     for batch in tqdm(blocks.split(batch_size), desc="cosine", leave=False):
-        cosines = layer_cosine(_hidden_states(student, batch), _hidden_states(teacher, batch), alignment)
+        hs_s, hs_t = _hidden_states(student, batch), _hidden_states(teacher, batch)
+        if final_only:
+            hs_s, hs_t, alignment = hs_s[-1:], hs_t[-1:], [0]
+        cosines = layer_cosine(hs_s, hs_t, alignment)
         totals += batch.numel() * np.asarray(cosines)
         count += batch.numel()
     if count == 0:
         raise ValueError("aligned_cosines needs at least one block")
     return (totals / count).tolist()
+
+
+ALIGNMENT_COLUMNS = ["model", "kind", "order", "k", "num_layers", "student_state", "teacher_state", "value"]
+
+
+@torch.no_grad()
+def final_state_cosine(model: nn.Module, teacher: nn.Module, blocks: Tensor, batch_size: int = 8) -> float:
+    """Mean token cosine between a model's final (post-norm) hidden state and the teacher's."""
+    return aligned_cosines(model, teacher, blocks, alignment=[], batch_size=batch_size, final_only=True)[0]
+
+
+def alignment_table(teacher, students: dict[str, nn.Module], layout, blocks: Tensor, orders: Sequence[str],
+                    batch_size: int = 8, tokens_per_minibatch: int = 512) -> "pd.DataFrame":
+    """CKA grids and aligned-layer cosines for each student, and the final-state cosine of every
+    interpolated model built from the distilled student (`students["distilled"]`)."""
+    import pandas as pd
+
+    from .patch import interpolants, patch
+
+    rows = []
+    for name, student in students.items():
+        grid = cka_grid(student, teacher, blocks, batch_size, tokens_per_minibatch)
+        rows += [{"model": name, "kind": "cka", "student_state": i, "teacher_state": j, "value": float(v)}
+                 for (i, j), v in np.ndenumerate(grid)]
+        cosines = aligned_cosines(student, teacher, blocks, layout.alignment, batch_size)
+        rows += [{"model": name, "kind": "cosine", "student_state": i, "teacher_state": t, "value": c}
+                 for i, (t, c) in enumerate(zip(layout.alignment, cosines))]
+    for order in orders:
+        for spec in tqdm(interpolants(layout, order), desc=f"final-state cosine ({order})", leave=False):
+            model = patch(teacher, students["distilled"], layout, spec.blocks)
+            rows.append({"model": f"interp_{order}_k{spec.k}", "kind": "final_cosine", "order": order,
+                         "k": spec.k, "num_layers": spec.num_layers,
+                         "value": final_state_cosine(model, teacher, blocks, batch_size)})
+    return pd.DataFrame(rows, columns=ALIGNMENT_COLUMNS)

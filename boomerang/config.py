@@ -63,7 +63,9 @@ class PruneConfig:
 
 @dataclass
 class DistillConfig:
-    """Loss `CE + kl_weight·τ²·KL + cos_weight/num_pairs·Σ(1−cos)` and its optimiser (paper defaults)."""
+    """Loss `CE + kl_weight·τ²·KL + cos_weight/num_pairs·Σ(1−cos)` (+ optional terms) and its optimiser.
+
+    Defaults are the paper's; `mse_weight` and `forced_weight` are this project's CPU-budget levers."""
 
     steps: int = 500
     batch_size: int = 8
@@ -79,7 +81,13 @@ class DistillConfig:
     kl_weight: float = 0.1
     temperature: float = 1.0
     cos_weight: float = 2.0
-    train_embeddings: bool = True
+    # Beyond the paper (0 = off): scale-aware alignment of the student's own hidden states, and a
+    # teacher-forced term where student layer i, fed the teacher's input to block i, must reproduce the
+    # block's output. Both are relative squared errors averaged over the aligned pairs.
+    mse_weight: float = 0.0
+    forced_weight: float = 0.0
+    train_embeddings: bool = True  # False freezes embeddings, final norm and LM head at the teacher's
+    freeze_unpruned_blocks: bool = False  # freeze student layers whose block is one teacher layer
     mixed_precision: str = "bf16"
     checkpoint_every: int = 50
     log_every: int = 1
@@ -105,6 +113,15 @@ class EvaluateConfig:
 
 
 @dataclass
+class AlignConfig:
+    """Token budget of the alignment analysis (CKA subsamples `tokens_per_minibatch` per batch)."""
+
+    eval_tokens: int = 2048
+    batch_size: int = 8
+    tokens_per_minibatch: int = 512
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     seed: int = 0
@@ -115,6 +132,7 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
 
     # Where a run keeps large artefacts (checkpoints; git-ignored) and what it publishes.
     @property

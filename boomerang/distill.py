@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
 
-from .arch import adapter_for
+from .arch import adapter_for, decoder_layers
 from .config import DistillConfig, RunConfig, load_config
 from .data import train_batches
 from .io import read_json, write_csv, write_json
@@ -35,11 +35,18 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1)
 
 
+def _relative_sq_error(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """‖h_S − h_T‖² / ‖h_T‖² per token, averaged over real tokens: unlike cosine it sees the norm."""
+    s, t = student.float(), teacher.float()
+    return _masked_mean((s - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(1e-6), mask)
+
+
 def distillation_loss(
     student_out, teacher_out, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-    alignment: list[int], cfg: DistillConfig,
+    alignment: list[int], cfg: DistillConfig, forced_hidden: tuple[torch.Tensor, ...] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and its terms. `alignment[j]` is the teacher hidden-state index for student index j."""
+    """Total loss and its terms. `alignment[j]` is the teacher hidden-state index for student index j;
+    `forced_hidden` are the student's teacher-forced hidden states (see `teacher_forced_states`)."""
     mask = attention_mask.float()
     s_logits, t_logits = student_out.logits.float(), teacher_out.logits.float()
 
@@ -62,8 +69,41 @@ def distillation_loss(
     cos = torch.stack(cos_terms).sum() / len(cos_terms)
 
     total = cfg.ce_weight * ce + cfg.kl_weight * kl + cfg.cos_weight * cos
-    terms = {"loss": total.item(), "ce": ce.item(), "kl": kl.item(), "cos": cos.item()}
-    return total, terms
+    terms = {"ce": ce.item(), "kl": kl.item(), "cos": cos.item()}
+    if cfg.mse_weight:
+        mse = torch.stack([_relative_sq_error(s_hidden[j], t_hidden[t], mask) for j, t in enumerate(alignment)]).mean()
+        total = total + cfg.mse_weight * mse
+        terms["mse"] = mse.item()
+    if cfg.forced_weight:
+        forced = torch.stack([_relative_sq_error(forced_hidden[j], t_hidden[t], mask)
+                              for j, t in enumerate(alignment) if j > 0]).mean()
+        total = total + cfg.forced_weight * forced
+        terms["forced"] = forced.item()
+    return total, {"loss": total.item(), **terms}
+
+
+def _feed(hidden: torch.Tensor):
+    def replace_input(module, args, kwargs):
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+    return replace_input
+
+
+def teacher_forced_states(student, teacher_hidden, alignment: list[int], input_ids, attention_mask):
+    """The student's hidden states when each layer i is fed the teacher's input to block i.
+
+    Output i+1 is then what student layer i makes of exactly what teacher block i receives, which is the
+    drop-in-replacement property that patching relies on.
+    """
+    layers = decoder_layers(student)
+    hooks = [layer.register_forward_pre_hook(_feed(teacher_hidden[alignment[i]]), with_kwargs=True)
+             for i, layer in enumerate(layers)]
+    try:
+        return student(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _optimizer(model: torch.nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
@@ -82,6 +122,14 @@ def _freeze_embeddings_and_head(model) -> None:
         model.get_submodule(path).requires_grad_(False)
 
 
+def _freeze_unpruned_blocks(model, layout) -> None:
+    """A block of one teacher layer is already the teacher's layer in its own place; keeping it frozen
+    keeps the student's representations consumable by real teacher layers, which patching relies on."""
+    for i, block in enumerate(layout.blocks):
+        if len(block) == 1:
+            decoder_layers(model)[i].requires_grad_(False)
+
+
 def _latest_checkpoint(ckpt_root: Path) -> Path | None:
     done = sorted(p for p in ckpt_root.glob("step_*") if (p / "state.json").exists())
     return done[-1] if done else None
@@ -93,8 +141,8 @@ def train(
 ) -> pd.DataFrame:
     """Distil the student saved in `init_dir` into `out_dir`; returns the per-step log.
 
-    Resumes from the newest checkpoint of the same config under `out_dir`'s sibling `checkpoints/`. `stop_after` ends the
-    run early after that many total steps (used to test resumption; a real interruption works the same).
+    Resumes from the newest checkpoint of the same config under `out_dir`'s sibling `checkpoints/`.
+    `stop_after` ends the run early after that many steps (a real interruption resumes the same way).
     """
     d = cfg.distill
     out_dir, log_path = Path(out_dir), Path(log_path)
@@ -102,6 +150,9 @@ def train(
     ckpt_root = out_dir.parent / "checkpoints" / cfg.digest("seed", "teacher", "prune", "data", "distill")
     mixed = d.mixed_precision if d.mixed_precision in ("bf16", "fp16") else "no"
     accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    if d.forced_weight and accelerator.num_processes > 1:
+        raise NotImplementedError("distill.forced_weight runs a second forward pass, which DDP/FSDP "
+                                  "does not allow before backward; use it with one process")
     torch.manual_seed(cfg.seed)
 
     teacher, tokenizer = load_teacher(cfg.teacher)
@@ -112,6 +163,8 @@ def train(
     student.train()
     if not d.train_embeddings:
         _freeze_embeddings_and_head(student)
+    if d.freeze_unpruned_blocks:
+        _freeze_unpruned_blocks(student, layout)
     optimizer = _optimizer(student, d)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, math.ceil(d.warmup_frac * d.steps), d.steps, min_lr_rate=d.min_lr_frac)
@@ -143,7 +196,12 @@ def train(
                 with torch.no_grad(), accelerator.autocast():
                     t_out = teacher(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
                 s_out = student(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-                loss, terms = distillation_loss(s_out, t_out, input_ids, mask, layout.alignment, d)
+                forced = None
+                if d.forced_weight:
+                    with accelerator.autocast():
+                        forced = teacher_forced_states(accelerator.unwrap_model(student), t_out.hidden_states,
+                                                       layout.alignment, input_ids, mask)
+                loss, terms = distillation_loss(s_out, t_out, input_ids, mask, layout.alignment, d, forced)
                 accelerator.backward(loss / d.grad_accum)
             for name, value in terms.items():
                 terms_sum[name] = terms_sum.get(name, 0.0) + value / d.grad_accum
@@ -170,8 +228,9 @@ def train(
 
     if last == d.steps:
         accelerator.wait_for_everyone()
+        state_dict = accelerator.get_state_dict(student)  # every rank takes part (FSDP gathers shards)
         if accelerator.is_main_process:
-            save_student(accelerator.unwrap_model(student), layout, out_dir, tokenizer)
+            save_student(accelerator.unwrap_model(student), layout, out_dir, tokenizer, state_dict=state_dict)
             shutil.rmtree(ckpt_root.parent, ignore_errors=True)
     return pd.DataFrame(rows)
 

@@ -37,6 +37,7 @@ STAGES = (
     Stage("02_distill.ipynb", ("data", "distill")),
     Stage("03_interpolate.ipynb", ("interpolate",)),
     Stage("04_evaluate.ipynb", ("evaluate",)),
+    Stage("05_alignment.ipynb", ("align",)),
     Stage("06_figures.ipynb", ()),
 )
 

@@ -20,29 +20,36 @@ def _style() -> None:
 
 
 def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str = "params") -> plt.Figure:
-    """Paper Fig. 2 for one run: held-out metric vs size, one panel per patch order."""
+    """Paper Fig. 2 for one run: held-out metric vs size, one column per patch order.
+
+    Top row: interpolation against naive layer pruning (log scale). Bottom row: interpolation alone on a
+    linear scale, with the student's and teacher's levels, so "between the two" can be read off.
+    """
     _style()
     p = metrics[(metrics.task == "heldout") & (metrics.metric == metric)]
     orders = sorted(set(p[p.method == "interpolated"].order))
-    fig, axes = plt.subplots(1, len(orders), figsize=(5.2 * len(orders), 4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(2, len(orders), figsize=(5.2 * len(orders), 7), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2]})
     ends = p[p.method.isin(["student", "teacher"])]
-    for ax, order in zip(axes[0], orders):
-        for method in ("naive_pruned", "interpolated"):
-            curve = p[(p.method == method) & (p.order == order)]
-            if method == "interpolated":
-                curve = pd.concat([curve, ends])
-            else:
-                curve = pd.concat([curve, p[(p.method == method) & (p.order == "none")], ends[ends.method == "teacher"]])
-            curve = curve.sort_values(x)
-            ax.plot(curve[x] / 1e6, curve.value, "o-", ms=4, color=COLORS[method], label=LABELS[method])
+    for col, order in enumerate(orders):
+        top, zoom = axes[0][col], axes[1][col]
+        interp = pd.concat([p[(p.method == "interpolated") & (p.order == order)], ends]).sort_values(x)
+        naive = pd.concat([p[(p.method == "naive_pruned") & (p.order.isin([order, "none"]))],
+                           ends[ends.method == "teacher"]]).sort_values(x)
+        for ax in (top, zoom):
+            ax.plot(interp[x] / 1e6, interp.value, "o-", ms=4, color=COLORS["interpolated"], label=LABELS["interpolated"])
+            for method in ("student", "teacher"):
+                row = ends[ends.method == method]
+                ax.scatter(row[x] / 1e6, row.value, s=160, marker="*", color=COLORS[method], zorder=5,
+                           label=LABELS[method])
+        top.plot(naive[x] / 1e6, naive.value, "o-", ms=4, color=COLORS["naive_pruned"], label=LABELS["naive_pruned"])
+        top.set_yscale("log")
+        top.set_title(ORDER_LABELS.get(order, order))
         for method in ("student", "teacher"):
-            row = ends[ends.method == method]
-            ax.scatter(row[x] / 1e6, row.value, s=160, marker="*", color=COLORS[method], zorder=5,
-                       label=LABELS[method])
-        ax.set_yscale("log")
-        ax.set_title(ORDER_LABELS.get(order, order))
-        ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else f"{x}")
-    axes[0][0].set_ylabel(f"held-out {metric}")
+            zoom.axhline(ends[ends.method == method].value.iloc[0], color=COLORS[method], ls=":", lw=1)
+        zoom.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
+    axes[0][0].set_ylabel(f"held-out {metric} (log)")
+    axes[1][0].set_ylabel(f"{metric}, interpolation only")
     axes[0][0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
@@ -70,3 +77,62 @@ def save(fig: plt.Figure, directory: str | Path, name: str) -> list[Path]:
             fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
         paths.append(path)
     return paths
+
+
+def cka_figure(alignment: pd.DataFrame) -> plt.Figure:
+    """CKA heatmaps (student state × teacher state) per student; dots mark the layout's alignment map."""
+    _style()
+    cka = alignment[alignment.kind == "cka"]
+    models = list(dict.fromkeys(cka.model))
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], models):
+        grid = cka[cka.model == name].pivot(index="student_state", columns="teacher_state", values="value")
+        image = ax.imshow(grid.values, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis")
+        aligned = alignment[(alignment.kind == "cosine") & (alignment.model == name)]
+        ax.scatter(aligned.teacher_state, aligned.student_state, s=12, color="white", edgecolor="black",
+                   linewidth=0.5, label="alignment map")
+        ax.set_title(name)
+        ax.set_xlabel("teacher hidden state (0 = embeddings)")
+        ax.set_ylabel("student hidden state")
+        ax.grid(False)
+    axes[0][0].legend(loc="upper left", fontsize=8)
+    fig.colorbar(image, ax=axes[0].tolist(), label="debiased linear CKA", shrink=0.9)
+    return fig
+
+
+def cosine_figure(alignment: pd.DataFrame) -> plt.Figure:
+    """Per-layer cosine between each student hidden state and its aligned teacher state."""
+    _style()
+    cos = alignment[alignment.kind == "cosine"]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    sns.lineplot(data=cos, x="student_state", y="value", hue="model", marker="o", ax=ax)
+    ax.set_xlabel("student hidden state (0 = embeddings, last = post-norm)")
+    ax.set_ylabel("cosine to aligned teacher state")
+    ax.set_ylim(top=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def final_cosine_figure(alignment: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
+    """For each interpolated size: final-state cosine to the teacher beside held-out perplexity."""
+    _style()
+    fin = alignment[alignment.kind == "final_cosine"]
+    ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
+    ends = ppl[ppl.method.isin(["student", "teacher"])].set_index("k").value
+    orders = list(dict.fromkeys(fin.order))
+    fig, axes = plt.subplots(1, len(orders), figsize=(5.4 * len(orders), 3.8), squeeze=False)
+    for ax, order in zip(axes[0], orders):
+        f = fin[fin.order == order].sort_values("k")
+        p = ppl[(ppl.method == "interpolated") & (ppl.order == order)].set_index("k").value
+        p = pd.concat([p, ends]).sort_index()
+        ax.plot(f.k, f.value, "o-", color=COLORS["interpolated"], label="final-state cosine to teacher")
+        ax.set_xlabel("k (teacher blocks patched in)")
+        ax.set_ylabel("cosine", color=COLORS["interpolated"])
+        twin = ax.twinx()
+        twin.plot(p.index, p.values, "s--", color="tab:orange", label="held-out perplexity")
+        twin.set_yscale("log")
+        twin.set_ylabel("perplexity", color="tab:orange")
+        twin.grid(False)
+        ax.set_title(ORDER_LABELS.get(order, order))
+    fig.tight_layout()
+    return fig

@@ -98,10 +98,11 @@ def build_student(teacher: PreTrainedModel, layout: Layout, init: str = "teacher
     return student.train().requires_grad_(True)
 
 
-def save_student(student: PreTrainedModel, layout: Layout, path: str | Path, tokenizer=None) -> None:
+def save_student(student: PreTrainedModel, layout: Layout, path: str | Path, tokenizer=None,
+                 state_dict: dict | None = None) -> None:
     """Save in the released students' format: an HF checkpoint plus `student_config.json`."""
     with atomic_path(path) as out:
-        student.save_pretrained(out)
+        student.save_pretrained(out, state_dict=state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
         write_json(out / STUDENT_CONFIG, {

@@ -4,7 +4,7 @@ import pandas as pd
 import torch
 
 from boomerang.config import DistillConfig, load_config
-from boomerang.distill import distillation_loss, train
+from boomerang.distill import distillation_loss, teacher_forced_states, train
 from boomerang.prune import Layout, build_student, layout_from_rule, load_student, prune_run
 from boomerang.teacher import load_teacher
 from tests.conftest import VOCAB, tiny_model
@@ -23,6 +23,32 @@ def test_kl_and_cosine_vanish_when_student_is_teacher():
                                  layout.alignment, DistillConfig())
     assert abs(terms["kl"]) < 1e-5 and abs(terms["cos"]) < 1e-5
     assert terms["ce"] > 0
+
+
+def test_scale_aware_and_teacher_forced_terms_vanish_when_student_is_teacher():
+    teacher = tiny_model("llama")
+    layout = Layout(tuple(range(6)), 6)
+    student = build_student(teacher, layout).eval()
+    x, mask = torch.randint(0, VOCAB, (2, 10)), torch.ones(2, 10, dtype=torch.long)
+    t_out = outputs(teacher, x, mask)
+    forced = teacher_forced_states(student, t_out.hidden_states, layout.alignment, x, mask)
+    cfg = DistillConfig(mse_weight=1.0, forced_weight=1.0)
+    _, terms = distillation_loss(outputs(student, x, mask), t_out, x, mask, layout.alignment, cfg, forced)
+    assert terms["mse"] < 1e-10 and terms["forced"] < 1e-10
+
+
+def test_teacher_forcing_feeds_each_layer_its_blocks_teacher_input():
+    teacher = tiny_model("llama")
+    layout = layout_from_rule(6, 1, 2, 2)  # blocks [0,1] [2,3] [4] [5]
+    student = build_student(teacher, layout).eval()
+    x, mask = torch.randint(0, VOCAB, (1, 8)), torch.ones(1, 8, dtype=torch.long)
+    with torch.no_grad():
+        t_hidden = outputs(teacher, x, mask).hidden_states
+        forced = teacher_forced_states(student, t_hidden, layout.alignment, x, mask)
+        own = outputs(student, x, mask).hidden_states
+    # student layer 2 is teacher layer 4; fed the teacher's input to layer 4 it reproduces layer 4's output
+    assert torch.allclose(forced[3], t_hidden[5], atol=1e-5)
+    assert not torch.allclose(own[3], t_hidden[5], atol=1e-3)
 
 
 def test_terms_ignore_padded_positions():

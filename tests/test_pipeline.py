@@ -25,9 +25,9 @@ def test_every_notebook_runs_then_caches(run_config):
     again = pipeline.run(str(run_config), log=lambda *_: None)
     assert set(again.values()) == {"cached"}
 
-    # a changed evaluation setting re-runs evaluation and figures, not pruning or distillation
+    # a changed evaluation setting re-runs evaluation and what follows, not pruning or distillation
     changed = pipeline.run(str(run_config), {"evaluate.eval_tokens": 128}, log=lambda *_: None)
-    assert [changed[s.name] == "cached" for s in pipeline.STAGES] == [True, True, True, False, False]
+    assert [changed[s.name] == "cached" for s in pipeline.STAGES] == [True, True, True, False, False, False]
 
 
 def test_failed_stage_names_notebook_and_cell(run_config):
