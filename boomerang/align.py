@@ -170,17 +170,11 @@ def cka_grid(model_a: nn.Module, model_b: nn.Module, blocks: Tensor, batch_size:
 
 @torch.no_grad()
 def aligned_cosines(student: nn.Module, teacher: nn.Module, blocks: Tensor, alignment: Sequence[int],
-                    batch_size: int = 8, final_only: bool = False) -> list[float]:
-    """`layer_cosine` over all tokens of `blocks`, each batch weighted by its token count.
-
-    `final_only` compares just the last (post-norm) states, whatever the two models' depths.
-    """
-    totals, count = np.zeros(1 if final_only else len(alignment)), 0
+                    batch_size: int = 8) -> list[float]:
+    """`layer_cosine` over all tokens of `blocks`, each batch weighted by its token count."""
+    totals, count = np.zeros(len(alignment)), 0
     for batch in tqdm(blocks.split(batch_size), desc="cosine", leave=False):
-        hs_s, hs_t = _hidden_states(student, batch), _hidden_states(teacher, batch)
-        if final_only:
-            hs_s, hs_t, alignment = hs_s[-1:], hs_t[-1:], [0]
-        cosines = layer_cosine(hs_s, hs_t, alignment)
+        cosines = layer_cosine(_hidden_states(student, batch), _hidden_states(teacher, batch), alignment)
         totals += batch.numel() * np.asarray(cosines)
         count += batch.numel()
     if count == 0:
@@ -192,9 +186,20 @@ ALIGNMENT_COLUMNS = ["model", "kind", "order", "k", "num_layers", "student_state
 
 
 @torch.no_grad()
-def final_state_cosine(model: nn.Module, teacher: nn.Module, blocks: Tensor, batch_size: int = 8) -> float:
-    """Mean token cosine between a model's final (post-norm) hidden state and the teacher's."""
-    return aligned_cosines(model, teacher, blocks, alignment=[], batch_size=batch_size, final_only=True)[0]
+def final_states(model: nn.Module, blocks: Tensor, batch_size: int = 8) -> list[Tensor]:
+    """The last (post-norm) hidden state of each batch, computed once so a sweep can reuse the teacher's."""
+    return [_hidden_states(model, batch)[-1].float() for batch in blocks.split(batch_size)]
+
+
+@torch.no_grad()
+def final_state_cosine(model: nn.Module, reference: Sequence[Tensor], blocks: Tensor, batch_size: int = 8) -> float:
+    """Mean token cosine between a model's final hidden state and precomputed `reference` states."""
+    total, count = 0.0, 0
+    for batch, ref in zip(blocks.split(batch_size), reference):
+        final = _hidden_states(model, batch)[-1].float()
+        total += F.cosine_similarity(final, ref.to(final.device), dim=-1).sum().item()
+        count += batch.numel()
+    return total / count
 
 
 def alignment_table(teacher, students: dict[str, nn.Module], layout, blocks: Tensor, orders: Sequence[str],
@@ -213,10 +218,41 @@ def alignment_table(teacher, students: dict[str, nn.Module], layout, blocks: Ten
         cosines = aligned_cosines(student, teacher, blocks, layout.alignment, batch_size)
         rows += [{"model": name, "kind": "cosine", "student_state": i, "teacher_state": t, "value": c}
                  for i, (t, c) in enumerate(zip(layout.alignment, cosines))]
+    reference = final_states(teacher, blocks, batch_size)
     for order in orders:
         for spec in tqdm(interpolants(layout, order), desc=f"final-state cosine ({order})", leave=False):
             model = patch(teacher, students["distilled"], layout, spec.blocks)
             rows.append({"model": f"interp_{order}_k{spec.k}", "kind": "final_cosine", "order": order,
                          "k": spec.k, "num_layers": spec.num_layers,
-                         "value": final_state_cosine(model, teacher, blocks, batch_size)})
+                         "value": final_state_cosine(model, reference, blocks, batch_size)})
     return pd.DataFrame(rows, columns=ALIGNMENT_COLUMNS)
+
+
+def alignment_checks(alignment: "pd.DataFrame", reference: str = "pruned, not distilled") -> "pd.DataFrame":
+    """Issue-level claims about alignment, computed from `alignment.csv`.
+
+    - the distilled student's per-layer cosine is at least the undistilled one's at every aligned state,
+      and strictly above wherever the two students differ (states whose layers are the teacher's own,
+      frozen, are identical in both);
+    - CKA peaks near the alignment map: for each student state, the teacher state of highest CKA is within
+      one layer of the state it is aligned to.
+    """
+    import pandas as pd
+
+    cos = alignment[alignment.kind == "cosine"].pivot(index="student_state", columns="model", values="value")
+    rows = []
+    for name in [c for c in cos.columns if c != reference]:
+        gap = cos[name] - cos[reference]
+        differs = gap.abs() > 1e-6
+        holds = bool((gap >= -1e-6).all() and (gap[differs] > 0).all())
+        rows.append({"model": name, "claim": "cosine above the undistilled student at every aligned state",
+                     "value": float(gap[differs].min()) if differs.any() else 0.0, "rule": "min gap > 0",
+                     "holds": holds})
+    cka = alignment[alignment.kind == "cka"]
+    targets = alignment[alignment.kind == "cosine"].groupby(["model", "student_state"]).teacher_state.first()
+    for name, grid in cka.groupby("model", sort=False):
+        best = grid.loc[grid.groupby("student_state").value.idxmax()].set_index("student_state").teacher_state
+        off = (best - targets.loc[name]).abs()
+        rows.append({"model": name, "claim": "CKA peaks within one layer of the alignment map",
+                     "value": float((off <= 1).mean()), "rule": "fraction of states", "holds": bool((off <= 1).all())})
+    return pd.DataFrame(rows)

@@ -1,7 +1,7 @@
 """Run the numbered notebooks in order with papermill, from one config, caching every stage.
 
 A stage is skipped when its cache key is unchanged: the key hashes the config sections the stage reads,
-the notebook's source and the key of the stage before it, so changing `distill.steps` re-runs distillation
+the notebook's cell sources and the key of the stage before it, so changing `distill.steps` re-runs distillation
 and everything after it, but not pruning. Executed notebooks are kept under `results/<run>/notebooks/`.
 
     python -m boomerang.pipeline --config configs/smollm2-cpu.yaml
@@ -42,13 +42,19 @@ STAGES = (
 )
 
 
+def notebook_source(path: Path) -> str:
+    """The cells' types and sources only: saving a notebook in Jupyter (outputs, ids, metadata) keeps the cache."""
+    cells = json.loads(path.read_text())["cells"]
+    return json.dumps([[c["cell_type"], "".join(c["source"])] for c in cells])
+
+
 def stage_keys(cfg: RunConfig, stages=STAGES, notebooks: Path = NOTEBOOKS) -> dict[str, str]:
     """Cache key per stage, chained so that a change upstream invalidates everything downstream."""
     keys, previous = {}, ""
     for stage in stages:
         h = hashlib.sha256(previous.encode())
         h.update(cfg.digest(*stage.sections).encode() if stage.sections else b"")
-        h.update((notebooks / stage.notebook).read_bytes())
+        h.update(notebook_source(notebooks / stage.notebook).encode())
         keys[stage.name] = previous = h.hexdigest()[:16]
     return keys
 
