@@ -58,7 +58,7 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
 def distill_log_figure(log: pd.DataFrame) -> plt.Figure:
     """Every loss term against training tokens."""
     _style()
-    terms = [t for t in ("loss", "ce", "kl", "cos") if t in log]
+    terms = [t for t in ("loss", "ce", "kl", "cos", "mse", "forced") if t in log]
     fig, axes = plt.subplots(1, len(terms), figsize=(3.4 * len(terms), 3))
     for ax, term in zip(axes, terms):
         ax.plot(log.tokens / 1e3, log[term], lw=1)

@@ -55,7 +55,6 @@ def bench_sweep(config: str, eval_tokens: int, queue) -> None:
     student.eval()
     blocks = heldout_blocks(cfg.data, tok, eval_tokens)
     base_mib = unique_tensor_bytes([teacher, student]) / 2**20
-    rss_before = _peak_rss_mib()
     start = time.perf_counter()
     n = 0
     for order in cfg.interpolate.orders:
@@ -65,8 +64,7 @@ def bench_sweep(config: str, eval_tokens: int, queue) -> None:
     queue.put({"sweep models": n, "sweep eval tokens per model": blocks.numel(),
                "sweep seconds": round(time.perf_counter() - start, 1),
                "teacher+student tensors (MiB)": round(base_mib),
-               "sweep peak RSS (MiB)": round(_peak_rss_mib()),
-               "RSS before sweep (MiB)": round(rss_before)})
+               "sweep peak RSS (MiB)": round(_peak_rss_mib())})
 
 
 def main() -> None:
