@@ -66,12 +66,8 @@ def adapter_for(model_or_config) -> Adapter:
         ) from None
 
 
-def get_module(model: nn.Module, path: str) -> nn.Module:
-    return model.get_submodule(path)
-
-
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    return get_module(model, adapter_for(model).layers)
+    return model.get_submodule(adapter_for(model).layers)
 
 
 def num_layers(config) -> int:

@@ -203,20 +203,6 @@ def split_corpus(cfg: DataConfig, tokenizer) -> dict[str, np.ndarray]:
     return {name: np.load(root / f"{name}.npy") for name in ("train", "heldout")}
 
 
-def corpus_summary(cfg: DataConfig, tokenizer) -> dict:
-    docs = documents(cfg)
-    tokens = split_corpus(cfg, tokenizer)
-    heldout = set(cfg.heldout_documents)
-    return {
-        "sources": SOURCES,
-        "documents": len(docs),
-        "megabytes": round(sum(len(t.encode()) for t in docs.values()) / 1e6, 2),
-        "heldout_documents": sorted(heldout),
-        "train_tokens": int(tokens["train"].size),
-        "heldout_tokens": int(tokens["heldout"].size),
-    }
-
-
 def pack(stream: np.ndarray, seq_len: int) -> torch.Tensor:
     """Cut a token stream into `(num_blocks, seq_len)` blocks, dropping the ragged tail."""
     n = stream.size // seq_len
