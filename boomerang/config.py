@@ -90,7 +90,6 @@ class DistillConfig:
     freeze_unpruned_blocks: bool = False  # freeze student layers whose block is one teacher layer
     mixed_precision: str = "bf16"
     checkpoint_every: int = 50
-    log_every: int = 1
     num_processes: int = 1
 
 

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .arch import adapter_for, decoder_layers
 from .data import heldout_blocks
 from .patch import interpolants, patch
+from .prune import build_student
 
 METRIC_COLUMNS = ["model", "method", "order", "k", "num_layers", "params", "params_inference",
                   "task", "metric", "value", "stderr"]
@@ -58,8 +59,6 @@ def evaluate_run(cfg, teacher, tokenizer, student, layout) -> pd.DataFrame:
     the same layers removed (whatever the distilled student was initialised from). Teacher and student
     rows carry `order = "none"`.
     """
-    from .prune import build_student
-
     init_student = build_student(teacher, layout).eval()
     blocks = heldout_blocks(cfg.data, tokenizer, cfg.evaluate.eval_tokens)
     tied = bool(getattr(teacher.config, "tie_word_embeddings", False))

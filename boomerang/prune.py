@@ -89,12 +89,12 @@ def build_student(teacher: PreTrainedModel, layout: Layout, init: str = "teacher
     """A fresh student holding copies of the kept teacher layers, or the same shape at random."""
     if layout.num_teacher_layers != num_layers(teacher.config):
         raise ValueError(f"layout is for {layout.num_teacher_layers} layers, teacher has {num_layers(teacher.config)}")
-    student = assemble(teacher.config, [(teacher, j) for j in layout.kept], teacher, teacher, copy=True)
-    if init == "random":
+    if init not in ("teacher", "random"):
+        raise ValueError(f"prune.init must be 'teacher' or 'random', got {init!r}")
+    student = assemble(teacher.config, [(teacher, j) for j in layout.kept], teacher, teacher, copy=init == "teacher")
+    if init == "random":  # same architecture (config), fresh weights
         torch.manual_seed(seed)
         student = AutoModelForCausalLM.from_config(student.config, dtype=teacher.dtype)
-    elif init != "teacher":
-        raise ValueError(f"prune.init must be 'teacher' or 'random', got {init!r}")
     return student.train().requires_grad_(True)
 
 
@@ -136,11 +136,9 @@ def distilled_student(cfg) -> str | Path:
 
 def prune_run(cfg, teacher, tokenizer) -> Layout:
     """Stage 1 of a run: write `runs/<name>/student_init` (or adopt a released student's layout)."""
-    from .arch import num_layers as teacher_layers
-
     out = cfg.run_dir / "student_init"
     if cfg.prune.student:
         return read_layout(cfg.prune.student)
-    layout = layout_from_config(cfg.prune, teacher_layers(teacher.config))
+    layout = layout_from_config(cfg.prune, num_layers(teacher.config))
     save_student(build_student(teacher, layout, cfg.prune.init, cfg.seed), layout, out, tokenizer)
     return layout
