@@ -1,7 +1,7 @@
 """Run the numbered notebooks in order with papermill, from one config, caching every stage.
 
 A stage is skipped when its cache key is unchanged: the key hashes the config sections the stage reads,
-the notebook's cell sources and the key of the stage before it, so changing `distill.steps` re-runs distillation
+the notebook's code cells and the key of the stage before it, so changing `distill.steps` re-runs distillation
 and everything after it, but not pruning. Executed notebooks are kept under `results/<run>/notebooks/`.
 
     python -m boomerang.pipeline --config configs/smollm2-cpu.yaml
@@ -43,9 +43,9 @@ STAGES = (
 
 
 def notebook_source(path: Path) -> str:
-    """The cells' types and sources only: saving a notebook in Jupyter (outputs, ids, metadata) keeps the cache."""
+    """The code cells' sources only: prose edits and saving in Jupyter (outputs, ids) keep the cache."""
     cells = json.loads(path.read_text())["cells"]
-    return json.dumps([[c["cell_type"], "".join(c["source"])] for c in cells])
+    return json.dumps(["".join(c["source"]) for c in cells if c["cell_type"] == "code"])
 
 
 def stage_keys(cfg: RunConfig, stages=STAGES, notebooks: Path = NOTEBOOKS) -> dict[str, str]:
