@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 CONFIG ?= configs/smollm2-cpu.yaml
+SWEEP  ?= configs/sweeps/smollm2-cpu.yaml
 # CPU machines: torch 2.13.0 (the CPU build where a local wheel exists). GPU boxes: TORCH=torch.
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: all setup run test test-slow benchmark lab clean-run
+.PHONY: all setup run experiments test test-slow benchmark lab
 all: run
 
 setup: $(VENV)/.installed
@@ -18,6 +19,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 run: setup          ## every notebook in order with papermill, cached per stage
 	$(BIN)/python -m boomerang.pipeline --config $(CONFIG)
+
+experiments: setup  ## the paper's baselines and ablations (configs/sweeps/), hours on 2 cores
+	$(BIN)/python -m boomerang.experiments --sweep $(SWEEP)
 
 test: setup         ## the suite CI runs (< 10 minutes on 2 cores)
 	$(BIN)/python -m pytest

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,15 @@ ADAPTERS: dict[str, Adapter] = {
         norm="gpt_neox.final_layer_norm",
         head="lm_head",
         rotary="gpt_neox.rotary_emb",
+        num_layers_key="num_hidden_layers",
+    ),
+    # masked LM (the paper's DistilBERT -> BERT pair): the prediction head's transform plays the final norm
+    "bert": Adapter(
+        layers="bert.encoder.layer",
+        embed=("bert.embeddings",),
+        norm="cls.predictions.transform",
+        head="cls.predictions.decoder",
+        rotary=None,
         num_layers_key="num_hidden_layers",
     ),
     "gpt2": Adapter(
@@ -87,6 +96,18 @@ def _share_or_copy(dst: nn.Module, src: nn.Module, copy: bool) -> None:
             module._buffers[key] = buf.clone() if (copy and buf is not None) else buf
 
 
+def _share_tied_aliases(model: PreTrainedModel) -> None:
+    """Give a parameter that is another's alias (e.g. BERT's `cls.predictions.bias` and its decoder's bias)
+    the tensor its partner already holds."""
+    tied_keys = getattr(type(model), "_tied_weights_keys", None)
+    for a, b in (tied_keys.items() if isinstance(tied_keys, dict) else ()):
+        pa, pb = model.get_parameter(a), model.get_parameter(b)
+        if pa.is_meta != pb.is_meta:
+            target, source = (a, pb) if pa.is_meta else (b, pa)
+            owner, _, name = target.rpartition(".")
+            model.get_submodule(owner)._parameters[name] = source
+
+
 def assemble(
     template_config,
     layers: Sequence[tuple[nn.Module, int]],
@@ -108,7 +129,7 @@ def assemble(
     tied = bool(getattr(template_config, "tie_word_embeddings", False)) and first is last
     config.tie_word_embeddings = tied
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=first.dtype)
+        model = type(first)._from_config(config, dtype=first.dtype)
 
     for position, (src, j) in enumerate(layers):
         _share_or_copy(decoder_layers(model)[position], decoder_layers(src)[j], copy)
@@ -118,10 +139,10 @@ def assemble(
     if adapter.rotary:
         _share_or_copy(model.get_submodule(adapter.rotary), last.get_submodule(adapter.rotary), copy)
     head = model.get_submodule(adapter.head)
+    _share_or_copy(head, last.get_submodule(adapter.head), copy)
     if tied:
         head._parameters["weight"] = model.get_input_embeddings().weight
-    else:
-        _share_or_copy(head, last.get_submodule(adapter.head), copy)
+    _share_tied_aliases(model)
 
     left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left_on_meta:

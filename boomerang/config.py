@@ -121,6 +121,55 @@ class AlignConfig:
 
 
 @dataclass
+class OfflineTasksConfig:
+    """Item counts of the offline lm-eval tasks built from the held-out text (see `boomerang.tasks`)."""
+
+    rolling_docs: int = 16
+    rolling_words: int = 300
+    lastword_items: int = 300
+    cloze_items: int = 200
+    cloze_ending_words: int = 8
+    max_context_words: int = 80
+
+
+@dataclass
+class LmEvalConfig:
+    """lm-evaluation-harness over the run's models. `boomerang_offline` names the three offline tasks;
+    an empty list skips the stage. Every `size_stride`-th intermediate size is scored (1 = all), along
+    `orders` (empty = those of `interpolate`); naive pruning at every `naive_stride`-th (0 = none)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["boomerang_offline"])
+    num_fewshot: int | None = None
+    batch_size: int = 4
+    mixed_precision: str = "bf16"
+    limit: int | None = None
+    orders: list[str] = field(default_factory=list)
+    size_stride: int = 1
+    naive_stride: int = 1
+    bootstrap_iters: int = 1000
+    log_samples: bool = False
+    offline: OfflineTasksConfig = field(default_factory=OfflineTasksConfig)
+
+
+@dataclass
+class LayerPruningConfig:
+    """The ShortGPT and LaCo baselines (Fig. 7): calibration text budget and LaCo's merge schedule."""
+
+    calibration_tokens: int = 1024
+    laco_merge_layers: int = 4
+    laco_lowest: int = 1
+    laco_interval: int = 2
+    laco_threshold: float = 0.65
+
+
+@dataclass
+class ExperimentsConfig:
+    """The sweep file whose variants the experiments notebook compares (set by `boomerang.experiments`)."""
+
+    sweep: str = ""
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     seed: int = 0
@@ -131,7 +180,10 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
+    layer_pruning: LayerPruningConfig = field(default_factory=LayerPruningConfig)
+    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
 
     # Where a run keeps large artefacts (checkpoints; git-ignored) and what it publishes.
     @property

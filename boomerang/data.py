@@ -261,17 +261,34 @@ def train_batches(
         raise ValueError(f"data.source must be 'public_domain', 'text_dir' or 'hub', got {cfg.source!r}")
 
 
+def heldout_texts(cfg: DataConfig, max_chars: int = 2_000_000) -> list[str]:
+    """The held-out documents as text (for a hub source, the first `max_chars` of the held-out split)."""
+    if cfg.source in ("public_domain", "text_dir"):
+        docs = documents(cfg)
+        return [docs[name] for name in cfg.heldout_documents]
+    texts, total = [], 0
+    for text in _hub_heldout_stream(cfg):
+        texts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    return texts
+
+
+def _hub_heldout_stream(cfg: DataConfig) -> Iterator[str]:
+    from datasets import load_dataset
+
+    name, subset = (cfg.heldout_dataset, cfg.heldout_config) if cfg.heldout_dataset else (cfg.dataset, cfg.dataset_config)
+    return (r[cfg.text_field] for r in load_dataset(name, subset, split=cfg.heldout_split, streaming=True)
+            if r[cfg.text_field].strip())
+
+
 def heldout_blocks(cfg: DataConfig, tokenizer, num_tokens: int) -> torch.Tensor:
     """Evaluation blocks spread evenly over the held-out documents (same blocks for every model)."""
     if cfg.source in ("public_domain", "text_dir"):
         blocks = pack(split_corpus(cfg, tokenizer)["heldout"], cfg.seq_len)
     else:
-        from datasets import load_dataset
-
-        name, subset = (cfg.heldout_dataset, cfg.heldout_config) if cfg.heldout_dataset else (cfg.dataset, cfg.dataset_config)
-        texts = (r[cfg.text_field] for r in load_dataset(name, subset, split=cfg.heldout_split, streaming=True)
-                 if r[cfg.text_field].strip())
         blocks = torch.stack([b for _, b in zip(range(num_tokens // cfg.seq_len),
-                                                _pack_stream(texts, tokenizer, cfg.seq_len))])
+                                                _pack_stream(_hub_heldout_stream(cfg), tokenizer, cfg.seq_len))])
     wanted = max(1, min(len(blocks), num_tokens // cfg.seq_len))
     return blocks[torch.linspace(0, len(blocks) - 1, wanted).round().long()]

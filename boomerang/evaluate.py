@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import nullcontext
 
 import pandas as pd
@@ -16,7 +17,7 @@ from .patch import interpolants, patch
 from .prune import build_student
 
 METRIC_COLUMNS = ["model", "method", "order", "k", "num_layers", "params", "params_inference",
-                  "task", "metric", "value", "stderr"]
+                  "task", "metric", "value", "stderr", "batch_size"]
 
 
 @torch.no_grad()
@@ -52,39 +53,46 @@ def parameter_counts(model: nn.Module, tied_family: bool) -> dict[str, int]:
     return {"params": body + (0 if tied_family else head), "params_inference": body + head}
 
 
-def evaluate_run(cfg, teacher, tokenizer, student, layout) -> pd.DataFrame:
-    """Perplexity of teacher, student, every interpolated size and the naive-pruning baseline.
+def run_models(teacher, student, layout, orders, init_student=None, size_stride: int = 1,
+               naive_stride: int = 1) -> Iterator[tuple[nn.Module, dict]]:
+    """Every model a run evaluates, with its row labels: teacher, student, each `size_stride`-th
+    intermediate size along each order, and, given the undistilled `init_student`, naive pruning at each
+    `naive_stride`-th size (0 = none). Teacher and student rows carry `order = "none"`.
 
     Naive pruning is the same patching applied to the undistilled pruned student, i.e. the teacher with
-    the same layers removed (whatever the distilled student was initialised from). Teacher and student
-    rows carry `order = "none"`.
-    """
-    init_student = build_student(teacher, layout).eval()
-    blocks = heldout_blocks(cfg.data, tokenizer, cfg.evaluate.eval_tokens)
-    tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
-    e = cfg.evaluate
-    rows: list[dict] = []
+    the same layers removed. Models are built lazily and share the sources' tensors."""
+    m = layout.num_blocks
+    naive = init_student is not None and naive_stride > 0
+    yield teacher, {"model": "teacher", "method": "teacher", "order": "none", "k": m,
+                    "num_layers": layout.num_teacher_layers}
+    yield student, {"model": "student", "method": "student", "order": "none", "k": 0, "num_layers": m}
+    if naive:
+        yield init_student, {"model": "naive_pruned_k0", "method": "naive_pruned", "order": "none", "k": 0,
+                             "num_layers": m}
+    for order in orders:
+        for i, spec in enumerate(tqdm(interpolants(layout, order)[1:-1], desc=f"sizes ({order})")):
+            labels = {"order": order, "k": spec.k, "num_layers": spec.num_layers}
+            if i % size_stride == 0:
+                yield (patch(teacher, student, layout, spec.blocks),
+                       {"model": f"interp_{order}_k{spec.k}", "method": "interpolated", **labels})
+            if naive and i % naive_stride == 0:
+                yield (patch(teacher, init_student, layout, spec.blocks),
+                       {"model": f"naive_{order}_k{spec.k}", "method": "naive_pruned", **labels})
 
-    def add(model, name, method, order, k, num):
-        result = perplexity(model, blocks, e.batch_size, e.mixed_precision, desc=name)
-        base = {"model": name, "method": method, "order": order, "k": k, "num_layers": num,
-                **parameter_counts(model, tied), "task": "heldout"}
+
+def evaluate_run(cfg, teacher, tokenizer, student, layout) -> pd.DataFrame:
+    """Held-out perplexity of every model of `run_models` (naive pruning when `evaluate.naive_pruning`)."""
+    e = cfg.evaluate
+    init_student = build_student(teacher, layout).eval() if e.naive_pruning else None
+    blocks = heldout_blocks(cfg.data, tokenizer, e.eval_tokens)
+    tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
+    rows: list[dict] = []
+    for model, labels in run_models(teacher, student, layout, cfg.interpolate.orders, init_student):
+        result = perplexity(model, blocks, e.batch_size, e.mixed_precision, desc=labels["model"])
+        base = {**labels, **parameter_counts(model, tied), "task": "heldout", "batch_size": e.batch_size}
         rows.append({**base, "metric": "perplexity", "value": result["perplexity"],
                      "stderr": result["perplexity"] * result["nll_stderr"]})
         rows.append({**base, "metric": "nll", "value": result["nll"], "stderr": result["nll_stderr"]})
-
-    m = layout.num_blocks
-    add(teacher, "teacher", "teacher", "none", m, layout.num_teacher_layers)
-    add(student, "student", "student", "none", 0, m)
-    if e.naive_pruning:
-        add(init_student, "naive_pruned_k0", "naive_pruned", "none", 0, m)
-    for order in cfg.interpolate.orders:
-        for spec in tqdm(interpolants(layout, order)[1:-1], desc=f"sizes ({order})"):
-            add(patch(teacher, student, layout, spec.blocks), f"interp_{order}_k{spec.k}",
-                "interpolated", order, spec.k, spec.num_layers)
-            if e.naive_pruning:
-                add(patch(teacher, init_student, layout, spec.blocks), f"naive_{order}_k{spec.k}",
-                    "naive_pruned", order, spec.k, spec.num_layers)
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 

@@ -37,26 +37,24 @@ STAGES = (
     Stage("02_distill.ipynb", ("data", "distill")),
     Stage("03_interpolate.ipynb", ("interpolate",)),
     Stage("04_evaluate.ipynb", ("evaluate",)),
-    Stage("05_alignment.ipynb", ("align",)),
-    Stage("06_figures.ipynb", ()),
+    Stage("05_lm_eval.ipynb", ("lm_eval",)),
+    Stage("06_alignment.ipynb", ("align",)),
+    Stage("07_figures.ipynb", ()),
 )
 
 
-def notebook_source(path: Path) -> str:
+def code_cells(notebook: dict) -> str:
     """The code cells' sources only: prose edits and saving in Jupyter (outputs, ids) keep the cache."""
-    cells = json.loads(path.read_text())["cells"]
-    return json.dumps(["".join(c["source"]) for c in cells if c["cell_type"] == "code"])
+    return json.dumps(["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"])
 
 
-def stage_keys(cfg: RunConfig, stages=STAGES, notebooks: Path = NOTEBOOKS) -> dict[str, str]:
-    """Cache key per stage, chained so that a change upstream invalidates everything downstream."""
-    keys, previous = {}, ""
-    for stage in stages:
-        h = hashlib.sha256(previous.encode())
-        h.update(cfg.digest(*stage.sections).encode() if stage.sections else b"")
-        h.update(notebook_source(notebooks / stage.notebook).encode())
-        keys[stage.name] = previous = h.hexdigest()[:16]
-    return keys
+def stage_key(previous: str, cfg: RunConfig, stage: Stage, notebook: dict) -> str:
+    """Cache key of a stage, chained on the previous stage's so that a change upstream invalidates
+    everything downstream."""
+    h = hashlib.sha256(previous.encode())
+    h.update(cfg.digest(*stage.sections).encode() if stage.sections else b"")
+    h.update(code_cells(notebook).encode())
+    return h.hexdigest()[:16]
 
 
 def _record_path(cfg: RunConfig, stage: Stage) -> Path:
@@ -69,18 +67,23 @@ def run(config: str, overrides: dict | None = None, force: tuple[str, ...] = (),
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    import nbformat
+
     overrides = overrides or {}
     cfg = load_config(config, overrides)
-    keys = stage_keys(cfg, stages, notebooks)
     executed_dir = cfg.results_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    outcome, invalidated = {}, False
+    outcome, invalidated, key = {}, False, ""
     for stage in stages:
+        # the notebook is read once: the key and the execution see the same source, even if the file
+        # is edited while the pipeline runs
+        notebook = nbformat.read(notebooks / stage.notebook, as_version=4)
+        key = stage_key(key, cfg, stage, notebook)
         record = _record_path(cfg, stage)
-        cached = record.exists() and read_json(record).get("key") == keys[stage.name]
+        cached = record.exists() and read_json(record).get("key") == key
         if cached and not invalidated and stage.name not in force:
             outcome[stage.name] = "cached"
-            log(f"[{stage.name}] cached (key {keys[stage.name]})")
+            log(f"[{stage.name}] cached (key {key})")
             continue
         invalidated = True  # a re-run stage forces every later stage to run too
         log(f"[{stage.name}] running ...")
@@ -88,7 +91,7 @@ def run(config: str, overrides: dict | None = None, force: tuple[str, ...] = (),
         output = executed_dir / stage.notebook
         try:
             pm.execute_notebook(
-                notebooks / stage.notebook, output, cwd=str(notebooks), kernel_name="python3",
+                notebook, output, cwd=str(notebooks), kernel_name="python3",
                 parameters={"config": str(Path(config).resolve()) if Path(config).exists() else config,
                             "overrides": overrides},
                 progress_bar=False, log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr,
@@ -99,7 +102,7 @@ def run(config: str, overrides: dict | None = None, force: tuple[str, ...] = (),
                 f"{err.ename}: {err.evalue}\nexecuted notebook with the traceback: {output}"
             ) from None
         seconds = time.perf_counter() - start
-        write_json(record, {"key": keys[stage.name], "seconds": round(seconds, 1),
+        write_json(record, {"key": key, "seconds": round(seconds, 1),
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
         outcome[stage.name] = f"ran in {seconds:.0f}s"
         log(f"[{stage.name}] done in {seconds:.0f}s")

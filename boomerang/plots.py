@@ -55,6 +55,70 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
     return fig
 
 
+def harness_figure(panels: pd.DataFrame, x: str = "params") -> plt.Figure:
+    """Paper Figs. 2-3 for lm-eval: one panel per task family or task (see `harness.panel_scores`), score
+    against size for interpolation along each order and for naive pruning, student and teacher marked."""
+    _style()
+    names = list(dict.fromkeys(panels.panel))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.9), squeeze=False)
+    styles = {"last_to_first": "-", "first_to_last": "--"}
+    for ax, name in zip(axes[0], names):
+        p = panels[panels.panel == name]
+        ends = p[p.method.isin(["student", "teacher"])]
+        for method in ("interpolated", "naive_pruned"):
+            for order in sorted(set(p[p.method == method].order) - {"none"}):
+                anchor = ends if method == "interpolated" else ends[ends.method == "teacher"]
+                line = pd.concat([p[(p.method == method) & (p.order.isin([order, "none"]))], anchor])
+                line = line.sort_values(x)
+                ax.errorbar(line[x] / 1e6, line.value, yerr=line.stderr.fillna(0), fmt="o" + styles.get(order, "-"),
+                            ms=3, lw=1.2, capsize=2, color=COLORS[method],
+                            label=f"{LABELS[method]} ({ORDER_LABELS.get(order, order)})")
+        for method in ("student", "teacher"):
+            row = ends[ends.method == method]
+            ax.scatter(row[x] / 1e6, row.value, s=160, marker="*", color=COLORS[method], zorder=5,
+                       label=LABELS[method])
+        metric = p.metric.iloc[0]
+        if "perplexity" in metric:
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_ylabel(metric)
+        ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def sweep_figure(curves: dict[str, dict[str, pd.DataFrame]], others: pd.DataFrame | None = None,
+                 title: str = "", x: str = "params") -> plt.Figure:
+    """Held-out perplexity against size, one panel per patch order: an interpolation curve per run
+    (`curves[order][label]`, student to teacher), and order-independent `others` (columns `label`, `style`
+    "line" or "point", x, `value`) drawn in every panel, e.g. ShortGPT / LaCo or separately distilled students."""
+    _style()
+    orders = list(curves)
+    fig, axes = plt.subplots(1, len(orders), figsize=(5.4 * len(orders), 4.2), squeeze=False, sharey=True)
+    palette = sns.color_palette("tab10")
+    for ax, order in zip(axes[0], orders):
+        for i, (label, curve) in enumerate(curves[order].items()):
+            ax.plot(curve[x] / 1e6, curve.value, "o-", ms=3.5, lw=1.4, color=palette[i % 10], label=label)
+        if others is not None:
+            for j, (label, rows) in enumerate(others.groupby("label", sort=False)):
+                color = palette[(len(curves[order]) + j) % 10]
+                rows = rows.sort_values(x)
+                style = "s--" if rows["style"].iloc[0] == "line" else "D"
+                ax.plot(rows[x] / 1e6, rows.value, style, ms=6 if style == "D" else 3.5, lw=1.2, color=color,
+                        label=label)
+        ax.set_yscale("log")
+        ax.set_title(ORDER_LABELS.get(order, order))
+        ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
+    axes[0][0].set_ylabel("held-out perplexity (log)")
+    axes[0][-1].legend(fontsize=8, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def distill_log_figure(log: pd.DataFrame) -> plt.Figure:
     """Every loss term against training tokens."""
     _style()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import (AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
+from transformers import (AutoModelForCausalLM, BertConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
                           PreTrainedTokenizerFast, Qwen2Config, Qwen3Config)
 
 VOCAB = 101
@@ -24,6 +24,8 @@ FAMILY_CONFIGS = {
                                    tie_word_embeddings=False, **SMALL),
     "mistral": lambda n: MistralConfig(vocab_size=VOCAB, num_hidden_layers=n, num_key_value_heads=2, **SMALL),
     "gpt_neox": lambda n: GPTNeoXConfig(vocab_size=VOCAB, num_hidden_layers=n, tie_word_embeddings=False, **SMALL),
+    # BERT as a causal LM (BertLMHeadModel) exercises the masked-LM adapter of the DistilBERT -> BERT pair
+    "bert": lambda n: BertConfig(vocab_size=VOCAB, num_hidden_layers=n, is_decoder=True, **SMALL),
     "gpt2": lambda n: GPT2Config(vocab_size=VOCAB, n_layer=n, n_embd=32, n_head=4, bos_token_id=0, eos_token_id=0),
 }
 
@@ -50,7 +52,8 @@ def corpus_dir(tmp_path_factory) -> Path:
     for d in range(6):
         sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 14))).capitalize() + "."
                      for _ in range(400)]
-        (root / f"doc{d}.txt").write_text(" ".join(sentences))
+        paragraphs = [" ".join(sentences[i:i + 5]) for i in range(0, len(sentences), 5)]
+        (root / f"doc{d}.txt").write_text("\n\n".join(paragraphs))
     return root
 
 
@@ -87,6 +90,8 @@ def run_config(tmp_path, teacher_dir, corpus_dir) -> Path:
                     "cos_weight": 2.0, "kl_weight": 0.1},
         "interpolate": {"orders": ["last_to_first", "first_to_last"], "export_k": [2]},
         "evaluate": {"eval_tokens": 256, "batch_size": 4, "mixed_precision": "no"},
+        "lm_eval": {"mixed_precision": "no", "size_stride": 2, "naive_stride": 3,
+                    "offline": {"rolling_docs": 3, "rolling_words": 60, "lastword_items": 6, "cloze_items": 5}},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(preset))

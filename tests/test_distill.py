@@ -88,7 +88,7 @@ def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path):
         assert torch.equal(a, b), name
     cols = ["step", "tokens", "lr", "loss", "ce", "kl", "cos", "grad_norm"]
     pd.testing.assert_frame_equal(log_a[cols], log_b[cols])
-    assert log_a.loss.iloc[-1] < log_a.loss.iloc[0]
+    assert log_a.loss.iloc[1:].mean() < log_a.loss.iloc[0]  # batches differ per step: compare the mean
 
 
 def test_two_processes_share_the_work(run_config):

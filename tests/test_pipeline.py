@@ -8,7 +8,9 @@ from boomerang import pipeline
 from boomerang.config import load_config
 
 
-def test_every_notebook_runs_then_caches(run_config):
+def test_every_notebook_runs_then_caches(run_config, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the offline lm-eval tasks need no network
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = load_config(run_config)
     first = pipeline.run(str(run_config), log=lambda *_: None)
     assert all(v.startswith("ran") for v in first.values()), first
@@ -18,8 +20,16 @@ def test_every_notebook_runs_then_caches(run_config):
     metrics = pd.read_csv(cfg.results_dir / "metrics.csv")
     assert set(metrics.method) == {"teacher", "student", "interpolated", "naive_pruned"}
     assert metrics.value.notna().all()
-    for ext in ("png", "pdf"):
-        assert (cfg.figures_dir / f"fig2_interpolation_vs_naive_pruning.{ext}").stat().st_size > 1000
+    harness = metrics[metrics.task != "heldout"]
+    assert set(harness.task) == {"boomerang_rolling", "boomerang_lastword", "boomerang_cloze"}
+    # teacher, student, naive k=0; of the 3 intermediate sizes per order, size_stride 2 scores the 1st and
+    # 3rd, naive_stride 3 the 1st
+    per_task = harness[harness.metric == "acc_norm"]
+    assert len(per_task) == 3 + 2 * 2 + 2 * 1
+    assert (cfg.results_dir / "lm_eval_checks.csv").exists()
+    for name in ("fig2_interpolation_vs_naive_pruning", "fig2_lm_eval"):
+        for ext in ("png", "pdf"):
+            assert (cfg.figures_dir / f"{name}.{ext}").stat().st_size > 1000
     assert (cfg.run_dir / "interpolated" / "last_to_first_k2" / "config.json").exists()
 
     again = pipeline.run(str(run_config), log=lambda *_: None)
@@ -27,7 +37,13 @@ def test_every_notebook_runs_then_caches(run_config):
 
     # a changed evaluation setting re-runs evaluation and what follows, not pruning or distillation
     changed = pipeline.run(str(run_config), {"evaluate.eval_tokens": 128}, log=lambda *_: None)
-    assert [changed[s.name] == "cached" for s in pipeline.STAGES] == [True, True, True, False, False, False]
+    assert [changed[s.name] == "cached" for s in pipeline.STAGES] == [True, True, True, False, False, False, False]
+    # an lm-eval setting re-runs lm-eval and what follows, and keeps the perplexity rows
+    changed = pipeline.run(str(run_config), {"evaluate.eval_tokens": 128, "lm_eval.tasks": ["boomerang_cloze"]},
+                           log=lambda *_: None)
+    assert [changed[s.name] == "cached" for s in pipeline.STAGES] == [True, True, True, True, False, False, False]
+    metrics = pd.read_csv(cfg.results_dir / "metrics.csv")
+    assert set(metrics.task) == {"heldout", "boomerang_cloze"}
 
 
 def test_failed_stage_names_notebook_and_cell(run_config):

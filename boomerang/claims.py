@@ -1,0 +1,128 @@
+"""The paper's comparative claims, tested on the runs of a sweep: one row per claim, computed from the
+result tables (never typed in). A claim whose runs are missing is reported as not run."""
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+
+import pandas as pd
+from scipy.stats import spearmanr
+
+from .evaluate import boomerang_checks
+
+CLAIM_COLUMNS = ["figure", "claim", "order", "value", "rule", "holds"]
+
+
+def load_runs(results_root: str | Path, names: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Held-out perplexity rows of each run that has results, keyed by label (label -> run name)."""
+    runs = {}
+    for label, name in names.items():
+        path = Path(results_root) / name / "metrics.csv"
+        if path.exists():
+            m = pd.read_csv(path)
+            runs[label] = m[(m.task == "heldout") & (m.metric == "perplexity")]
+    return runs
+
+
+def interpolation_curve(metrics: pd.DataFrame, order: str) -> pd.DataFrame:
+    """Student, the interpolated sizes along `order`, teacher: one row per size, smallest first."""
+    m = metrics[(metrics.method.isin(["student", "teacher"]))
+                | ((metrics.method == "interpolated") & (metrics.order == order))]
+    return m.sort_values(["num_layers", "k"]).drop_duplicates("num_layers", keep="last")
+
+
+def _rho(curve: pd.DataFrame) -> float:
+    return spearmanr(curve.num_layers, curve.value).statistic
+
+
+def _ratio_at_sizes(other: pd.DataFrame, reference: pd.DataFrame) -> pd.Series:
+    """other / reference perplexity at the intermediate sizes both have (the last row of each size)."""
+    ref = reference.groupby("num_layers").value.last().iloc[1:-1]  # intermediate sizes only
+    return (other.groupby("num_layers").value.last().reindex(ref.index) / ref).dropna()
+
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def _row(figure: str, claim: str, order: str, value: float | None, rule: str) -> dict:
+    """A claim's row; `rule` is "<op> <threshold>", `value` None when its runs are missing."""
+    op, threshold = rule.split()
+    holds = "not run" if value is None else bool(_OPS[op](value, float(threshold)))
+    return {"figure": figure, "claim": claim, "order": order, "value": value, "rule": rule, "holds": holds}
+
+
+def paper_claims(runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame | None = None,
+                 flops: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`runs` maps variant labels (as in configs/sweeps) to perplexity rows; "preset" is the reference."""
+    main = runs["preset"]
+    orders = sorted(set(main[main.method == "interpolated"].order))
+    rows = []
+    for order in orders:
+        curve = interpolation_curve(main, order)
+        naive = main[(main.method == "naive_pruned") & (main.order == order)]
+        ratio = _ratio_at_sizes(naive, curve)
+        rows.append(_row("2", "interpolation beats naive pruning at every intermediate size (min ratio)",
+                         order, ratio.min(), "> 1"))
+
+        def vs(label, figure, claim, rule, test):
+            if label not in runs:
+                rows.append(_row(figure, claim, order, None, rule))
+                return
+            rows.append(_row(figure, claim, order, test(interpolation_curve(runs[label], order)), rule))
+
+        vs("random-init", "2", "random-init interpolation is worse than pruning-init at every size (min ratio)",
+           "> 1", lambda c: _ratio_at_sizes(c, curve).min())
+        losses = {k: v for k, v in runs.items() if k.startswith("loss-")}
+        if losses:
+            mean_ppl = {k: _ratio_at_sizes(interpolation_curve(v, order), curve).mean() for k, v in losses.items()}
+            best_other = min(mean_ppl.values())
+            rows.append(_row("5", "the full loss gives the lowest interpolated perplexity "
+                             "(best ablation's mean ratio to it)", order, best_other, "> 1"))
+        else:
+            rows.append(_row("5", "the full loss gives the lowest interpolated perplexity", order, None, "> 1"))
+        vs("loss-ce-kl", "5", "the cosine term makes interpolation more monotone (rho without minus rho with)",
+           "> 0", lambda c: _rho(c) - _rho(curve))
+        vs("every-3rd", "8", "a student from every 3rd layer still interpolates (Spearman rho)", "<= -0.9", _rho)
+        vs("every-4th", "8", "a student from every 4th layer does not interpolate smoothly (Spearman rho)",
+           "> -0.9", _rho)
+        vs("tokens-100", "10", "too few tokens: interpolation less monotone (rho at 100 steps minus at 350)",
+           "> 0", lambda c: _rho(c) - _rho(curve))
+        for label in (k for k in runs if k.startswith("separate-")):
+            separate = runs[label]
+            student = separate[separate.method == "student"].iloc[0]
+            same = curve[curve.num_layers == student.num_layers]
+            ratio = same.value.iloc[0] / student.value if len(same) else float("nan")
+            rows.append(_row("4", f"interpolation on par with a student distilled at {student.num_layers} layers "
+                             "(interpolated / distilled perplexity)", order, ratio, "<= 1.1"))
+        if layer_pruning is not None and len(layer_pruning):
+            for method in ("shortgpt", "laco"):
+                ratio = _ratio_at_sizes(layer_pruning[layer_pruning.method == method], curve)
+                rows.append(_row("7", f"interpolation beats {method} at every intermediate size (min ratio)",
+                                 order, ratio.min(), "> 1"))
+                widen = spearmanr(ratio.index, ratio.values).statistic
+                rows.append(_row("7", f"the gap to {method} widens as models shrink (Spearman rho of ratio "
+                                 "vs size)", order, widen, "< 0"))
+    if flops is not None:
+        factor = float(flops.set_index("num_layers").flops["saving factor"])
+        rows.append(_row("table 3", "distilling once saves compute over distilling every size "
+                         "(saving factor)", "none", factor, ">= 10"))
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def variant_checks(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The boomerang checks (between, monotone) of every run, side by side."""
+    frames = [boomerang_checks(m).assign(run=label) for label, m in runs.items()]
+    return pd.concat(frames, ignore_index=True)[["run", "order", "claim", "value", "holds"]]
+
+
+def sweep_curves(runs: dict[str, pd.DataFrame], labels: dict[str, str], orders: list[str]) -> dict:
+    """{order: {display label: interpolation curve}} for the runs of `labels` (run label -> display) that exist."""
+    return {order: {shown: interpolation_curve(runs[label], order) for label, shown in labels.items() if label in runs}
+            for order in orders}
+
+
+def separate_students(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The students distilled directly at intermediate sizes, as points for `plots.sweep_figure`."""
+    rows = [m[m.method == "student"].assign(label="distilled at this size", style="point")
+            for label, m in runs.items() if label.startswith("separate-")]
+    return pd.concat(rows, ignore_index=True) if rows else None

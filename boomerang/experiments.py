@@ -1,0 +1,75 @@
+"""The paper's baselines and ablations as sweeps of pipeline runs over one preset, then one figures notebook.
+
+A sweep file (configs/sweeps/) names a preset and variants, each a dict of overrides. Each variant is the
+ordinary pipeline under the run name `<preset>--<variant>`, so every stage is cached per variant and the
+teacher, the text and the token cache are shared; the preset's own run is the reference everyone compares
+with and is never re-trained here. Then `08_layer_pruning` (ShortGPT, LaCo, FLOPs) and `09_experiments`
+(one figure per paper figure, `claims.csv`) run on the preset.
+
+    python -m boomerang.experiments --sweep configs/sweeps/smollm2-cpu.yaml [--only random-init ...]
+    python -m boomerang.experiments --only      # no variant: layer-pruning baselines, figures, claims
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from . import pipeline
+from .config import REPO_ROOT, load_config
+
+EXPERIMENT_STAGES = (
+    pipeline.Stage("08_layer_pruning.ipynb", ("seed", "teacher", "data", "prune", "evaluate", "layer_pruning")),
+    pipeline.Stage("09_experiments.ipynb", ()),
+)
+
+
+def read_sweep(path: str | Path) -> tuple[str, dict, dict[str, dict]]:
+    """(preset path, overrides common to every variant, variant name -> overrides)."""
+    path = Path(path) if Path(path).exists() else REPO_ROOT / path
+    sweep = yaml.safe_load(path.read_text())
+    unknown = set(sweep) - {"preset", "common", "variants"}
+    if unknown or "preset" not in sweep:
+        raise ValueError(f"{path}: a sweep has `preset`, `common` and `variants`; got {sorted(sweep)}")
+    preset = str((path.parent / sweep["preset"]).resolve())
+    return preset, sweep.get("common") or {}, sweep.get("variants") or {}
+
+
+def variant_name(preset: str, variant: str) -> str:
+    return f"{load_config(preset).name}--{variant}"
+
+
+def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, log=print) -> dict[str, dict[str, str]]:
+    """Run the preset, the variants (all, or those in `only`; `()` for none) and the experiment notebooks."""
+    preset, common, variants = read_sweep(path)
+    unknown = set(only or ()) - set(variants)
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; the sweep has {sorted(variants)}")
+    outcome = {"preset": pipeline.run(preset, log=log)}
+    for i, (name, overrides) in enumerate(variants.items(), 1):
+        if only is not None and name not in only:
+            continue
+        log(f"=== variant {i}/{len(variants)}: {name}")
+        outcome[name] = pipeline.run(preset, {**common, **overrides, "name": variant_name(preset, name)}, log=log)
+    outcome["experiments"] = pipeline.run(preset, {"experiments.sweep": str(Path(path).resolve())},
+                                          force=("09_experiments",), stages=EXPERIMENT_STAGES, log=log)
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", default="configs/sweeps/smollm2-cpu.yaml")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="variants to run (default: all; `--only` alone: none, just the figures)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    only = None if args.only is None else tuple(args.only)
+    print(json.dumps(run_sweep(args.sweep, only), indent=2))
+    print(f"experiments finished in {time.perf_counter() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

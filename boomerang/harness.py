@@ -1,0 +1,189 @@
+"""Score in-memory models with lm-evaluation-harness: the offline tasks here, the paper's suite on a GPU box.
+
+Models are handed to lm-eval's `HFLM` as objects (no save/reload per size). `HFLM` calls
+`model.tie_weights()`, which would copy the input embedding onto the LM head of a model that declares tied
+embeddings; interpolated models whose embedding and head come from different sources therefore declare
+them untied (see `arch.assemble`), and `tests/test_harness.py` checks the logits lm-eval sees.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import LmEvalConfig, RunConfig
+from .data import heldout_texts
+from .evaluate import METRIC_COLUMNS, parameter_counts, run_models
+from .io import write_json
+from .prune import build_student
+from .tasks import build_tasks
+from .teacher import cache_dir
+
+OFFLINE = "boomerang_offline"
+# The score drawn for each task, and how tasks are averaged into the paper's panels.
+PRIMARY_METRIC = {
+    "boomerang_rolling": "word_perplexity", "boomerang_lastword": "acc", "boomerang_cloze": "acc_norm",
+    "wikitext": "word_perplexity",
+    "arc_easy": "acc_norm", "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "openbookqa": "acc_norm",
+    "piqa": "acc_norm", "boolq": "acc", "winogrande": "acc", "race": "acc", "mmlu": "acc", "rte": "acc",
+    "gsm8k_cot": "exact_match,strict-match", "ifeval": "prompt_level_strict_acc", "hendrycks_math": "exact_match",
+}
+FAMILIES = {
+    "classification average": ["arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "piqa",
+                               "winogrande", "race", "mmlu", "rte"],
+    "generation average": ["gsm8k_cot", "ifeval", "hendrycks_math"],
+}
+PERPLEXITY_METRICS = ("word_perplexity", "byte_perplexity", "perplexity")
+
+
+def task_manager(cfg: RunConfig):
+    """lm-eval's task index, with the offline tasks built and registered when the run asks for them."""
+    from lm_eval.tasks import TaskManager
+
+    if not any(t.startswith("boomerang_") for t in cfg.lm_eval.tasks):
+        return TaskManager()
+    texts = heldout_texts(cfg.data)
+    root = build_tasks(texts, cache_dir() / "lm_eval_tasks", cfg.lm_eval.offline, cfg.seed)
+    return TaskManager(include_path=str(root))
+
+
+def harness_model(model: torch.nn.Module, tokenizer, cfg: LmEvalConfig):
+    from lm_eval.models.huggingface import HFLM
+
+    mixed = "bfloat16" if cfg.mixed_precision == "bf16" else None
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size,
+                mixed_precision_dtype=mixed)
+
+
+def ratio_stderr(pairs: list[tuple[float, float]]) -> float:
+    """Standard error of Σa/Σb over items (a_i, b_i), by the delta method: the error bar of a
+    corpus-level log-likelihood per word or per byte, which lm-eval leaves out."""
+    n = len(pairs)
+    if n < 2:
+        return float("nan")
+    total_a, total_b = sum(a for a, _ in pairs), sum(b for _, b in pairs)
+    r = total_a / total_b
+    residual = sum((a - r * b) ** 2 for a, b in pairs)
+    return math.sqrt(n / (n - 1) * residual) / total_b
+
+
+def _weighted_stderrs(samples: list[dict]) -> dict[str, float]:
+    """Stderr of the weighted perplexities (word / byte) and bits per byte from per-document samples."""
+    out = {}
+    for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
+        pairs = [tuple(s[metric]) for s in samples if metric in s]
+        if pairs:
+            se = ratio_stderr(pairs)
+            r = sum(a for a, _ in pairs) / sum(b for _, b in pairs)
+            out[metric] = se / math.log(2) if metric == "bits_per_byte" else math.exp(-r) * se
+    return out
+
+
+def result_rows(output: dict) -> list[dict]:
+    """Tidy rows (task, metric, value, stderr) from `simple_evaluate`'s output; a group's subtasks are
+    folded into the group's own row, a filter other than `none` is kept in the metric name."""
+    subtasks = {t for members in output.get("group_subtasks", {}).values() for t in members}
+    rows = []
+    for task, scores in output["results"].items():
+        if task in subtasks:
+            continue
+        weighted = _weighted_stderrs(output.get("samples", {}).get(task, []))
+        for key, value in scores.items():
+            if "," not in key or "_stderr," in key or not isinstance(value, (int, float)):
+                continue
+            metric, filt = key.split(",", 1)
+            stderr = scores.get(f"{metric}_stderr,{filt}")
+            stderr = weighted.get(metric, stderr) if not isinstance(stderr, (int, float)) else stderr
+            rows.append({"task": task, "metric": metric if filt == "none" else f"{metric},{filt}",
+                         "value": float(value), "stderr": float(stderr) if stderr is not None else float("nan")})
+    return rows
+
+
+def score(model, tokenizer, tasks: list[str], manager, cfg: LmEvalConfig, seed: int = 0) -> tuple[list[dict], dict]:
+    """Run lm-eval on one in-memory model; returns tidy rows and the raw output."""
+    from lm_eval import simple_evaluate
+
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    output = simple_evaluate(
+        model=harness_model(model, tokenizer, cfg), tasks=tasks, num_fewshot=cfg.num_fewshot,
+        limit=cfg.limit, task_manager=manager, bootstrap_iters=cfg.bootstrap_iters, log_samples=True,
+        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+    )
+    return result_rows(output), output
+
+
+def lm_eval_run(cfg: RunConfig, teacher, tokenizer, student, layout,
+                samples_dir: str | Path | None = None) -> pd.DataFrame:
+    """lm-eval scores of every model `run_models` yields under `cfg.lm_eval`, in the metrics.csv layout.
+
+    With `samples_dir`, lm-eval's per-sample logs are kept there, one JSON file per model."""
+    e = cfg.lm_eval
+    if not e.tasks:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    manager = task_manager(cfg)
+    init_student = build_student(teacher, layout).eval() if e.naive_stride else None
+    tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
+    orders = e.orders or cfg.interpolate.orders
+    rows = []
+    models = run_models(teacher, student, layout, orders, init_student, e.size_stride, e.naive_stride)
+    for model, labels in models:
+        scored, output = score(model, tokenizer, e.tasks, manager, e, cfg.seed)
+        base = {**labels, **parameter_counts(model, tied), "batch_size": e.batch_size}
+        rows += [{**base, **r} for r in scored]
+        if samples_dir is not None:
+            write_json(Path(samples_dir) / f"{labels['model']}.json", output["samples"])
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def merge_metrics(metrics: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """metrics.csv with the lm-eval rows replaced by `scored` (the held-out perplexity rows kept)."""
+    return pd.concat([metrics[metrics.task == "heldout"], scored], ignore_index=True)
+
+
+def panel_scores(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per model and panel: each paper family's average of primary metrics (when all of its tasks
+    were scored), and each other task's primary metric, as in the paper's Figs. 2-3."""
+    m = metrics[metrics.task != "heldout"]
+    primary = m[m.metric == m.task.map(PRIMARY_METRIC)]
+    keys = ["model", "method", "order", "k", "num_layers", "params", "params_inference"]
+    frames = []
+    for family, tasks in FAMILIES.items():
+        part = primary[primary.task.isin(tasks)]
+        complete = part.groupby(keys).filter(lambda g: set(g.task) == set(tasks))
+        if len(complete):
+            avg = complete.groupby(keys, as_index=False).value.mean()
+            frames.append(avg.assign(panel=family, metric="mean of primary metrics", stderr=float("nan")))
+    in_family = {t for tasks in FAMILIES.values() for t in tasks}
+    single = primary[~primary.task.isin(in_family)]
+    frames.append(single.assign(panel=single.task)[keys + ["panel", "metric", "value", "stderr"]])
+    return pd.concat(frames, ignore_index=True)
+
+
+def harness_checks(metrics: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame:
+    """Per task's primary metric: does the teacher beat the student by more than `sigmas` standard errors
+    of their difference, and what fraction of interpolated sizes lies between the two (within `sigmas`
+    of the size's own standard error, so sampling noise alone does not count as falling outside)."""
+    rows = []
+    for task, p in metrics[metrics.task != "heldout"].groupby("task"):
+        metric = PRIMARY_METRIC.get(task)
+        p = p[p.metric == metric]
+        if p.empty or not {"teacher", "student"} <= set(p.method):
+            continue
+        sign = -1 if metric in PERPLEXITY_METRICS else 1
+        t, s = (p[p.method == who].iloc[0] for who in ("teacher", "student"))
+        gap = sign * (t.value - s.value)
+        se = math.hypot(t.stderr, s.stderr)
+        lo, hi = sorted([t.value, s.value])
+        interp = p[p.method == "interpolated"]
+        margin = sigmas * interp.stderr.fillna(0)
+        between = ((interp.value >= lo - margin) & (interp.value <= hi + margin)).mean()
+        rows += [
+            {"order": "all", "claim": f"{task}: teacher beats student ({metric}, in stderr of the gap)",
+             "value": gap / se, "rule": f"> {sigmas:g}", "holds": bool(gap / se > sigmas)},
+            {"order": "all", "claim": f"{task}: interpolated sizes between student and teacher",
+             "value": between, "rule": ">= 0.9", "holds": bool(between >= 0.9)},
+        ]
+    return pd.DataFrame(rows, columns=["order", "claim", "value", "rule", "holds"])

@@ -1,0 +1,52 @@
+"""A sweep of the tiny run: the preset, one variant, the layer-pruning baselines and the claims table."""
+import pandas as pd
+import yaml
+
+from boomerang.claims import paper_claims
+from boomerang.config import load_config
+from boomerang.experiments import run_sweep
+
+
+def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"preset": run_config.name, "common": {"lm_eval.tasks": []},
+                                     "variants": {"random-init": {"prune.init": "random"}}}))
+    outcome = run_sweep(sweep, log=lambda *_: None)
+    cfg = load_config(run_config)
+    assert set(outcome) == {"preset", "random-init", "experiments"}
+    variant = pd.read_csv(tmp_path / "results" / "tiny--random-init" / "metrics.csv")
+    assert set(variant.task) == {"heldout"}  # lm-eval switched off for variants
+
+    pruning = pd.read_csv(cfg.results_dir / "layer_pruning.csv")
+    # the tiny layout spans sizes 4..5 below the 6-layer teacher
+    assert set(pruning.method) == {"shortgpt", "laco"} and set(pruning.num_layers) == {4, 5}
+    flops = pd.read_csv(cfg.results_dir / "flops.csv").set_index("num_layers").flops
+    assert float(flops["saving factor"]) > 2
+
+    claims = pd.read_csv(cfg.results_dir / "claims.csv")
+    random_claim = claims[claims.claim.str.startswith("random-init")]
+    assert len(random_claim) == 2 and set(random_claim.holds.astype(str)) <= {"True", "False"}
+    assert (claims[claims.claim.str.contains("every 4th")].holds == "not run").all()
+    for name in ("fig2_random_init", "fig7_layer_pruning"):
+        assert (cfg.figures_dir / f"{name}.png").stat().st_size > 1000
+
+    again = run_sweep(sweep, log=lambda *_: None)
+    assert set(again["random-init"].values()) == {"cached"}
+    assert again["experiments"]["08_layer_pruning"] == "cached"
+
+
+def test_claims_rules_on_a_hand_made_table():
+    def run(student, interp, teacher=10.0, naive=1000.0):
+        rows = [{"method": "student", "order": "none", "k": 0, "num_layers": 2, "value": student},
+                {"method": "teacher", "order": "none", "k": 3, "num_layers": 5, "value": teacher}]
+        for k, v in enumerate(interp, 1):
+            rows += [{"method": "interpolated", "order": "first_to_last", "k": k, "num_layers": 2 + k, "value": v},
+                     {"method": "naive_pruned", "order": "first_to_last", "k": k, "num_layers": 2 + k, "value": naive}]
+        return pd.DataFrame(rows)
+
+    runs = {"preset": run(40, [30, 20]), "every-4th": run(60, [70, 20]), "random-init": run(500, [400, 100])}
+    claims = paper_claims(runs).set_index("claim")
+    assert claims.filter(like="naive pruning", axis=0).holds.item() is True
+    assert claims.filter(like="every 4th", axis=0).holds.item() is True  # rho -0.4 > -0.9
+    assert claims.filter(like="random-init", axis=0).value.item() == 5.0  # min(400/30, 100/20)
+    assert claims.filter(like="every 3rd", axis=0).holds.item() == "not run"
