@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from .align import final_state_cosine, final_states
 from .arch import adapter_for, assemble, decoder_layers
 from .data import heldout_blocks, train_batches
 from .evaluate import METRIC_COLUMNS, parameter_counts, perplexity
@@ -89,21 +90,6 @@ def _collapse(model: PreTrainedModel, start: int, count: int) -> PreTrainedModel
 
 
 @torch.no_grad()
-def last_hidden_states(model: nn.Module, blocks: Tensor, batch_size: int = 8) -> list[Tensor]:
-    return [model(input_ids=b, output_hidden_states=True, use_cache=False).hidden_states[-1].float()
-            for b in blocks.split(batch_size)]
-
-
-@torch.no_grad()
-def _last_hidden_similarity(model: nn.Module, reference: list[Tensor], blocks: Tensor, batch_size: int) -> float:
-    sims = []
-    for batch, ref in zip(blocks.split(batch_size), reference):
-        out = model(input_ids=batch, output_hidden_states=True, use_cache=False).hidden_states[-1]
-        sims.append(F.cosine_similarity(out.float(), ref, dim=-1).flatten())
-    return torch.cat(sims).mean().item()
-
-
-@torch.no_grad()
 def laco(model: PreTrainedModel, num_layers: int, blocks: Tensor, merge_layers: int = 4, lowest: int = 1,
          interval: int = 2, threshold: float = 0.65, batch_size: int = 8,
          reference: list[Tensor] | None = None) -> PreTrainedModel:
@@ -118,7 +104,7 @@ def laco(model: PreTrainedModel, num_layers: int, blocks: Tensor, merge_layers: 
     n = len(decoder_layers(model))
     if not 1 <= num_layers <= n:
         raise ValueError(f"num_layers must be in [1, {n}], got {num_layers}")
-    reference = reference or last_hidden_states(model, blocks, batch_size)
+    reference = reference or final_states(model, blocks, batch_size)
     if n - 2 < lowest and num_layers < n:
         raise ValueError(f"a {n}-layer model has no pair of layers at or above layer {lowest} to merge")
     current = model
@@ -131,7 +117,7 @@ def laco(model: PreTrainedModel, num_layers: int, blocks: Tensor, merge_layers: 
             start = min(start, size - 2)
             count = min(merge_layers, size - num_layers + 1, size - start)
             candidate = _collapse(current, start, count)
-            sim = _last_hidden_similarity(candidate, reference, blocks, batch_size)
+            sim = final_state_cosine(candidate, reference, blocks, batch_size)
             if sim > threshold:
                 current, kept_any = candidate, True
                 start -= interval
@@ -155,7 +141,7 @@ def layer_pruning_table(cfg, teacher: PreTrainedModel, tokenizer, sizes: list[in
     blocks = heldout_blocks(cfg.data, tokenizer, e.eval_tokens)
     tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
     influence = block_influence(teacher, calibration)
-    reference = last_hidden_states(teacher, calibration)
+    reference = final_states(teacher, calibration)
     rows, collapsed = [], teacher
     for n in tqdm(sorted(sizes, reverse=True), desc="ShortGPT / LaCo sizes"):
         collapsed = laco(collapsed, n, calibration, lp.laco_merge_layers, lp.laco_lowest, lp.laco_interval,

@@ -22,7 +22,6 @@ from .prune import build_student
 from .tasks import build_tasks
 from .teacher import cache_dir
 
-OFFLINE = "boomerang_offline"
 # The score drawn for each task, and how tasks are averaged into the paper's panels.
 PRIMARY_METRIC = {
     "boomerang_rolling": "word_perplexity", "boomerang_lastword": "acc", "boomerang_cloze": "acc_norm",

@@ -12,14 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, BertForMaskedLM
 
-from .prune import Layout
-
-DISTIL_LAYERS = (0, 2, 4, 7, 9, 11)
-PAIRS = {  # student hub id -> (teacher hub id, layout)
-    "distilbert/distilbert-base-uncased": ("google-bert/bert-base-uncased", Layout(DISTIL_LAYERS, 12)),
-    "distilbert/distilgpt2": ("openai-community/gpt2", Layout(DISTIL_LAYERS, 12)),
-}
-
+DISTIL_LAYERS = (0, 2, 4, 7, 9, 11)  # of distilbert/distilbert-base-uncased and distilbert/distilgpt2
 # DistilBERT parameter name -> BERT parameter name (per layer, then embeddings and MLM head)
 _LAYER_NAMES = {
     "attention.q_lin": "attention.self.query", "attention.k_lin": "attention.self.key",
@@ -38,7 +31,7 @@ _OTHER_NAMES = {
 
 
 @torch.no_grad()
-def distilbert_as_bert(model: nn.Module, teacher_config: BertConfig | None = None) -> BertForMaskedLM:
+def distilbert_as_bert(model: nn.Module) -> BertForMaskedLM:
     """The same function as a `DistilBertForMaskedLM`, as a `BertForMaskedLM`.
 
     DistilBERT has no token-type embedding, so BERT's is set to zero (every token is type 0)."""
@@ -48,7 +41,6 @@ def distilbert_as_bert(model: nn.Module, teacher_config: BertConfig | None = Non
         intermediate_size=c.hidden_dim, hidden_act=c.activation, max_position_embeddings=c.max_position_embeddings,
         layer_norm_eps=1e-12, pad_token_id=c.pad_token_id, tie_word_embeddings=True,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        **({"type_vocab_size": teacher_config.type_vocab_size} if teacher_config else {}),
     )
     bert = BertForMaskedLM(config).to(model.dtype).eval()
     source = dict(model.named_parameters())
