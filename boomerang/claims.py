@@ -25,10 +25,14 @@ def load_runs(results_root: str | Path, names: dict[str, str]) -> dict[str, pd.D
 
 
 def interpolation_curve(metrics: pd.DataFrame, order: str) -> pd.DataFrame:
-    """Student, the interpolated sizes along `order`, teacher: one row per size, smallest first."""
-    m = metrics[(metrics.method.isin(["student", "teacher"]))
-                | ((metrics.method == "interpolated") & (metrics.order == order))]
-    return m.sort_values(["num_layers", "k"]).drop_duplicates("num_layers", keep="last")
+    """Student, the interpolated sizes strictly between it and the teacher along `order`, teacher: one row
+    per size, smallest first. A patch of a one-layer block keeps the student's or the teacher's size; when
+    that layer was trained (random init, unfrozen runs) it is another model, and the curve's ends are the
+    student and the teacher themselves."""
+    ends = metrics[metrics.method.isin(["student", "teacher"])]
+    interp = metrics[(metrics.method == "interpolated") & (metrics.order == order)
+                     & metrics.num_layers.between(ends.num_layers.min(), ends.num_layers.max(), inclusive="neither")]
+    return pd.concat([ends, interp]).sort_values(["num_layers", "k"]).drop_duplicates("num_layers", keep="last")
 
 
 def _rho(curve: pd.DataFrame) -> float:
@@ -52,8 +56,9 @@ def _row(figure: str, claim: str, order: str, value: float | None, rule: str) ->
 
 
 def paper_claims(runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame | None = None,
-                 flops: pd.DataFrame | None = None) -> pd.DataFrame:
-    """`runs` maps variant labels (as in configs/sweeps) to perplexity rows; "preset" is the reference."""
+                 flops: pd.DataFrame | None = None, offshelf: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`runs` maps variant labels (as in configs/sweeps) to perplexity rows; "preset" is the reference.
+    `offshelf` holds the off-the-shelf pairs (one `task` per pair), absent where they cannot run."""
     main = runs["preset"]
     orders = sorted(set(main[main.method == "interpolated"].order))
     rows = []
@@ -85,8 +90,11 @@ def paper_claims(runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame | No
         vs("every-3rd", "8", "a student from every 3rd layer still interpolates (Spearman rho)", "<= -0.9", _rho)
         vs("every-4th", "8", "a student from every 4th layer does not interpolate smoothly (Spearman rho)",
            "> -0.9", _rho)
-        vs("tokens-100", "10", "too few tokens: interpolation less monotone (rho at 100 steps minus at 350)",
-           "> 0", lambda c: _rho(c) - _rho(curve))
+        for label in sorted((k for k in runs if k.startswith("tokens-")), key=lambda k: int(k.split("-")[1])):
+            vs(label, "10", f"too few tokens: interpolation less monotone (rho at {label.split('-')[1]} steps "
+               "minus the preset's)", "> 0", lambda c: _rho(c) - _rho(curve))
+        if not any(k.startswith("tokens-") for k in runs):
+            rows.append(_row("10", "too few tokens: interpolation less monotone", order, None, "> 0"))
         for label in (k for k in runs if k.startswith("separate-")):
             separate = runs[label]
             student = separate[separate.method == "student"].iloc[0]
@@ -102,11 +110,25 @@ def paper_claims(runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame | No
                 widen = spearmanr(ratio.index, ratio.values).statistic
                 rows.append(_row("7", f"the gap to {method} widens as models shrink (Spearman rho of ratio "
                                  "vs size)", order, widen, "< 0"))
+    rows += offshelf_claims(offshelf)
     if flops is not None:
         factor = float(flops.set_index("num_layers").flops["saving factor"])
         rows.append(_row("table 3", "distilling once saves compute over distilling every size "
                          "(saving factor)", "none", factor, ">= 10"))
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def offshelf_claims(offshelf: pd.DataFrame | None) -> list[dict]:
+    """Fig. 6: the boomerang checks of each off-the-shelf pair, or one "not run" row without pairs."""
+    if offshelf is None or offshelf.empty:
+        return [_row("6", "released distilled models interpolate with their teachers (hub presets)", "none",
+                     None, ">= 0.9")]
+    rows = []
+    for pair, table in offshelf.groupby("task"):
+        metric = table.metric.iloc[0]
+        for check in boomerang_checks(table, task=pair, metric=metric).itertuples():
+            rows.append(_row("6", f"{pair}: {check.claim}", check.order, check.value, check.rule))
+    return rows
 
 
 def variant_checks(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -135,8 +135,9 @@ class OfflineTasksConfig:
 @dataclass
 class LmEvalConfig:
     """lm-evaluation-harness over the run's models. `boomerang_offline` names the three offline tasks;
-    an empty list skips the stage. Every `size_stride`-th intermediate size is scored (1 = all), along
-    `orders` (empty = those of `interpolate`); naive pruning at every `naive_stride`-th (0 = none)."""
+    an empty list skips the stage. Every `size_stride`-th intermediate size (a layer count strictly between
+    the student's and the teacher's) is scored (1 = all), along `orders` (empty = those of `interpolate`);
+    naive pruning at every `naive_stride`-th (0 = none)."""
 
     tasks: list[str] = field(default_factory=lambda: ["boomerang_offline"])
     num_fewshot: int | None = None
@@ -163,6 +164,26 @@ class LayerPruningConfig:
 
 
 @dataclass
+class OffshelfConfig:
+    """Fig. 6: released distilled models interpolated with their teachers, no training of ours.
+
+    `pairs` maps a name to `{teacher, student}` (hub ids or local paths); the students were initialised
+    from teacher layers `layers`. A DistilBERT student is scored by masked-LM pseudo-perplexity, a causal
+    one by perplexity, on `dataset` (hub; the paper: WikiText-2) or, when it is empty, the run's held-out
+    text. No pairs: the stage does nothing (the offline default has no hub)."""
+
+    pairs: dict[str, dict[str, str]] = field(default_factory=dict)
+    layers: list[int] = field(default_factory=lambda: [0, 2, 4, 7, 9, 11])
+    dataset: str | None = None
+    dataset_config: str | None = None
+    split: str = "test"
+    eval_tokens: int = 4096
+    seq_len: int = 128
+    batch_size: int = 32
+    orders: list[str] = field(default_factory=lambda: ["last_to_first", "first_to_last"])
+
+
+@dataclass
 class ExperimentsConfig:
     """The sweep file whose variants the experiments notebook compares (set by `boomerang.experiments`)."""
 
@@ -183,6 +204,7 @@ class RunConfig:
     lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     layer_pruning: LayerPruningConfig = field(default_factory=LayerPruningConfig)
+    offshelf: OffshelfConfig = field(default_factory=OffshelfConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
 
     # Where a run keeps large artefacts (checkpoints; git-ignored) and what it publishes.

@@ -149,9 +149,17 @@ def public_domain_documents() -> dict[str, str]:
 
 # --- tokenisation and packing ---------------------------------------------------------------------
 
+def document_separator(tokenizer) -> int:
+    """The token closing each document: EOS, or [SEP] for an encoder such as BERT that has none."""
+    token = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if token is None:
+        raise ValueError(f"{type(tokenizer).__name__} has neither an EOS nor a SEP token to separate documents")
+    return token
+
+
 def tokenize_documents(texts: list[str], tokenizer) -> np.ndarray:
-    """Concatenate documents into one token stream with EOS after each."""
-    eos = tokenizer.eos_token_id
+    """Concatenate documents into one token stream with a separator (EOS) after each."""
+    eos = document_separator(tokenizer)
     ids: list[int] = []
     for text in tqdm(texts, desc="tokenising", leave=False):
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -160,7 +168,7 @@ def tokenize_documents(texts: list[str], tokenizer) -> np.ndarray:
 
 
 def _tokenizer_tag(tokenizer) -> str:
-    return f"{type(tokenizer).__name__}-{len(tokenizer)}-{tokenizer.eos_token_id}"
+    return f"{type(tokenizer).__name__}-{len(tokenizer)}-{document_separator(tokenizer)}"
 
 
 def text_dir_documents(path: str | Path) -> dict[str, str]:
@@ -219,8 +227,9 @@ def _hub_text_stream(cfg: DataConfig) -> Iterator[str]:
 
 def _pack_stream(texts: Iterator[str], tokenizer, seq_len: int) -> Iterator[torch.Tensor]:
     buffer: list[int] = []
+    eos = document_separator(tokenizer)
     for text in texts:
-        buffer.extend(tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+        buffer.extend(tokenizer(text, add_special_tokens=False)["input_ids"] + [eos])
         while len(buffer) >= seq_len:
             yield torch.tensor(buffer[:seq_len])
             buffer = buffer[seq_len:]

@@ -54,10 +54,14 @@ def parameter_counts(model: nn.Module, tied_family: bool) -> dict[str, int]:
 
 
 def run_models(teacher, student, layout, orders, init_student=None, size_stride: int = 1,
-               naive_stride: int = 1) -> Iterator[tuple[nn.Module, dict]]:
+               naive_stride: int = 1, distinct_sizes: bool = False) -> Iterator[tuple[nn.Module, dict]]:
     """Every model a run evaluates, with its row labels: teacher, student, each `size_stride`-th
     intermediate size along each order, and, given the undistilled `init_student`, naive pruning at each
     `naive_stride`-th size (0 = none). Teacher and student rows carry `order = "none"`.
+
+    By default every k in 1..M-1 is an intermediate size. With `distinct_sizes`, only layer counts strictly
+    between the student's and the teacher's are: patching a one-layer block keeps the size, and when that
+    layer was frozen at the teacher's the model is the student or the teacher again.
 
     Naive pruning is the same patching applied to the undistilled pruned student, i.e. the teacher with
     the same layers removed. Models are built lazily and share the sources' tensors."""
@@ -70,7 +74,10 @@ def run_models(teacher, student, layout, orders, init_student=None, size_stride:
         yield init_student, {"model": "naive_pruned_k0", "method": "naive_pruned", "order": "none", "k": 0,
                              "num_layers": m}
     for order in orders:
-        for i, spec in enumerate(tqdm(interpolants(layout, order)[1:-1], desc=f"sizes ({order})")):
+        sizes = interpolants(layout, order)[1:-1]
+        if distinct_sizes:
+            sizes = [s for s in sizes if m < s.num_layers < layout.num_teacher_layers]
+        for i, spec in enumerate(tqdm(sizes, desc=f"sizes ({order})")):
             labels = {"order": order, "k": spec.k, "num_layers": spec.num_layers}
             if i % size_stride == 0:
                 yield (patch(teacher, student, layout, spec.blocks),
@@ -96,16 +103,17 @@ def evaluate_run(cfg, teacher, tokenizer, student, layout) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
-def boomerang_checks(metrics: pd.DataFrame, tolerance: float = 0.02, naive_factor: float = 10.0) -> pd.DataFrame:
-    """The boomerang effect as measurable claims, one row per (patch order, claim).
+def boomerang_checks(metrics: pd.DataFrame, tolerance: float = 0.02, naive_factor: float = 10.0,
+                     task: str = "heldout", metric: str = "perplexity") -> pd.DataFrame:
+    """The boomerang effect on a perplexity-like `metric` of `task`, one row per (patch order, claim).
 
     - intermediates lie between student and teacher perplexity (within `tolerance`);
-    - perplexity falls with size: Spearman ρ(num_layers, perplexity) over student, intermediates, teacher;
+    - it falls with size: Spearman ρ(num_layers, metric) over student, intermediates, teacher;
     - naive pruning is at least `naive_factor`× worse than interpolation at the middle third of sizes.
     """
     from scipy.stats import spearmanr
 
-    p = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
+    p = metrics[(metrics.task == task) & (metrics.metric == metric)]
     teacher = p[p.method == "teacher"].value.iloc[0]
     student = p[p.method == "student"].value.iloc[0]
     rows = []
@@ -117,7 +125,7 @@ def boomerang_checks(metrics: pd.DataFrame, tolerance: float = 0.02, naive_facto
         rows += [
             {"order": order, "claim": "intermediates between student and teacher",
              "value": inside.mean(), "rule": ">= 0.9", "holds": bool(inside.mean() >= 0.9)},
-            {"order": order, "claim": "perplexity falls with size (Spearman rho)",
+            {"order": order, "claim": f"{metric} falls with size (Spearman rho)",
              "value": rho, "rule": "<= -0.9", "holds": bool(rho <= -0.9)},
         ]
         naive = p[(p.method == "naive_pruned") & (p.order == order)]
@@ -125,6 +133,6 @@ def boomerang_checks(metrics: pd.DataFrame, tolerance: float = 0.02, naive_facto
             m = interp.k.max() + 1
             middle = interp[(interp.k >= m / 3) & (interp.k <= 2 * m / 3)].set_index("k").value
             ratio = (naive.set_index("k").value.reindex(middle.index) / middle).min()
-            rows.append({"order": order, "claim": f"naive pruning worse at middle sizes (min ratio)",
+            rows.append({"order": order, "claim": "naive pruning worse at middle sizes (min ratio)",
                          "value": ratio, "rule": f">= {naive_factor:g}", "holds": bool(ratio >= naive_factor)})
     return pd.DataFrame(rows)

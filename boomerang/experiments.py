@@ -3,8 +3,9 @@
 A sweep file (configs/sweeps/) names a preset and variants, each a dict of overrides. Each variant is the
 ordinary pipeline under the run name `<preset>--<variant>`, so every stage is cached per variant and the
 teacher, the text and the token cache are shared; the preset's own run is the reference everyone compares
-with and is never re-trained here. Then `08_layer_pruning` (ShortGPT, LaCo, FLOPs) and `09_experiments`
-(one figure per paper figure, `claims.csv`) run on the preset.
+with and is never re-trained here. Then `08_layer_pruning` (ShortGPT, LaCo, FLOPs), `09_offshelf_pairs`
+(released distilled models and their teachers, hub presets only) and `10_experiments` (one figure per paper
+figure, `claims.csv`) run on the preset.
 
     python -m boomerang.experiments --sweep configs/sweeps/smollm2-cpu.yaml [--only random-init ...]
     python -m boomerang.experiments --only      # no variant: layer-pruning baselines, figures, claims
@@ -23,7 +24,8 @@ from .config import REPO_ROOT, load_config
 
 EXPERIMENT_STAGES = (
     pipeline.Stage("08_layer_pruning.ipynb", ("seed", "teacher", "data", "prune", "evaluate", "layer_pruning")),
-    pipeline.Stage("09_experiments.ipynb", ()),
+    pipeline.Stage("09_offshelf_pairs.ipynb", ("data", "offshelf")),
+    pipeline.Stage("10_experiments.ipynb", ()),
 )
 
 
@@ -55,7 +57,7 @@ def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, log=print) 
         log(f"=== variant {i}/{len(variants)}: {name}")
         outcome[name] = pipeline.run(preset, {**common, **overrides, "name": variant_name(preset, name)}, log=log)
     outcome["experiments"] = pipeline.run(preset, {"experiments.sweep": str(Path(path).resolve())},
-                                          force=("09_experiments",), stages=EXPERIMENT_STAGES, log=log)
+                                          force=("10_experiments",), stages=EXPERIMENT_STAGES, log=log)
     return outcome
 
 

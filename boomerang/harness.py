@@ -7,6 +7,7 @@ them untied (see `arch.assemble`), and `tests/test_harness.py` checks the logits
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -49,12 +50,32 @@ def task_manager(cfg: RunConfig):
     return TaskManager(include_path=str(root))
 
 
-def harness_model(model: torch.nn.Module, tokenizer, cfg: LmEvalConfig):
+@functools.cache
+def _quiet_hflm() -> type:
+    """lm-eval's `HFLM` without its per-request progress bars (a run shows one bar over its models);
+    they wrote a few hundred stderr lines per model into the executed notebook."""
     from lm_eval.models.huggingface import HFLM
 
+    class QuietHFLM(HFLM):
+        def loglikelihood(self, requests, disable_tqdm=True):
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=True):
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm=True, override_bs=None):
+            return super()._loglikelihood_tokens(requests, disable_tqdm=True, override_bs=override_bs)
+
+        def generate_until(self, requests, disable_tqdm=True):
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return QuietHFLM
+
+
+def harness_model(model: torch.nn.Module, tokenizer, cfg: LmEvalConfig):
     mixed = "bfloat16" if cfg.mixed_precision == "bf16" else None
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size,
-                mixed_precision_dtype=mixed)
+    return _quiet_hflm()(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size,
+                         mixed_precision_dtype=mixed)
 
 
 def ratio_stderr(pairs: list[tuple[float, float]]) -> float:
@@ -127,7 +148,8 @@ def lm_eval_run(cfg: RunConfig, teacher, tokenizer, student, layout,
     tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
     orders = e.orders or cfg.interpolate.orders
     rows = []
-    models = run_models(teacher, student, layout, orders, init_student, e.size_stride, e.naive_stride)
+    models = run_models(teacher, student, layout, orders, init_student, e.size_stride, e.naive_stride,
+                        distinct_sizes=True)
     for model, labels in models:
         scored, output = score(model, tokenizer, e.tasks, manager, e, cfg.seed)
         base = {**labels, **parameter_counts(model, tied), "batch_size": e.batch_size}

@@ -5,14 +5,23 @@ other parameter names) so that the ordinary patching applies.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import BertConfig, BertForMaskedLM
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, BertConfig,
+                          BertForMaskedLM)
 
-DISTIL_LAYERS = (0, 2, 4, 7, 9, 11)  # of distilbert/distilbert-base-uncased and distilbert/distilgpt2
+from .arch import num_layers
+from .config import DataConfig, OffshelfConfig
+from .data import heldout_blocks
+from .evaluate import METRIC_COLUMNS, parameter_counts, perplexity, run_models
+from .prune import Layout, build_student
+
+DISTIL_LAYERS = tuple(OffshelfConfig().layers)  # (0, 2, 4, 7, 9, 11): DistilBERT's and DistilGPT2's
 # DistilBERT parameter name -> BERT parameter name (per layer, then embeddings and MLM head)
 _LAYER_NAMES = {
     "attention.q_lin": "attention.self.query", "attention.k_lin": "attention.self.key",
@@ -60,17 +69,70 @@ def pseudo_perplexity(model: nn.Module, input_ids: Tensor, mask_token_id: int, s
                       batch_size: int = 32) -> dict[str, float]:
     """Masked-LM pseudo-perplexity (Salazar et al. 2020): mask each scored token in turn and score it from
     both sides; exp of the mean negative log-likelihood over every scored token of every sequence."""
+    device = next(model.parameters()).device
     nll = []
-    for seq in input_ids:
+    for seq in input_ids.to(device):
         positions = [i for i, t in enumerate(seq.tolist()) if t not in skip_ids]
+        if not positions:
+            continue
+        at_all = torch.tensor(positions, device=device)
         masked = seq.repeat(len(positions), 1)
-        masked[range(len(positions)), positions] = mask_token_id
-        for rows in torch.arange(len(positions)).split(batch_size):
+        masked[torch.arange(len(positions), device=device), at_all] = mask_token_id
+        for rows in torch.arange(len(positions), device=device).split(batch_size):
             logits = model(input_ids=masked[rows]).logits
-            at = torch.tensor(positions)[rows]
+            at = at_all[rows]
             logp = F.log_softmax(logits[rows - rows[0], at].float(), dim=-1)
             nll.append(-logp.gather(1, seq[at].unsqueeze(1)).squeeze(1))
     per_token = torch.cat(nll)
     mean = per_token.mean().item()
     return {"nll": mean, "nll_stderr": per_token.std().item() / math.sqrt(len(per_token)),
             "pseudo_perplexity": math.exp(mean)}
+
+
+def load_pair(teacher: str, student: str, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """(teacher, student, tokenizer, masked) for a released pair, hub ids or local paths, on `device` (the
+    GPU when there is one); a DistilBERT student comes back rewritten as BERT so that it patches like any
+    other family."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    masked = AutoConfig.from_pretrained(student).model_type == "distilbert"
+    auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
+    teacher_model = auto.from_pretrained(teacher, dtype=dtype).to(device).eval()
+    student_model = auto.from_pretrained(student, dtype=dtype).eval()
+    if masked:
+        student_model = distilbert_as_bert(student_model)
+    return teacher_model, student_model.to(device), AutoTokenizer.from_pretrained(student), masked
+
+
+def eval_blocks(cfg: OffshelfConfig, data: DataConfig, tokenizer, masked: bool) -> Tensor:
+    """`eval_tokens` of text in blocks of `seq_len`, from `cfg.dataset` or else the run's held-out text;
+    a masked LM's blocks are framed by its [CLS] ... [SEP], as in pre-training."""
+    source = (DataConfig(source="hub", dataset=cfg.dataset, dataset_config=cfg.dataset_config,
+                         heldout_split=cfg.split) if cfg.dataset else data)
+    inner = cfg.seq_len - 2 if masked else cfg.seq_len
+    blocks = heldout_blocks(dataclasses.replace(source, seq_len=inner), tokenizer, cfg.eval_tokens)
+    if not masked:
+        return blocks
+    cls, sep = (torch.full((len(blocks), 1), t, dtype=blocks.dtype) for t in (tokenizer.cls_token_id,
+                                                                             tokenizer.sep_token_id))
+    return torch.cat([cls, blocks, sep], dim=1)
+
+
+def pair_metrics(name: str, teacher, student, tokenizer, masked: bool, blocks: Tensor,
+                 cfg: OffshelfConfig) -> pd.DataFrame:
+    """Teacher, student, every interpolated size along `cfg.orders` and naive pruning (the teacher with
+    the same layers removed) of one pair, in the metrics.csv layout with `task` = the pair's name."""
+    layout = Layout(tuple(cfg.layers), num_layers(teacher.config))
+    init_student = build_student(teacher, layout).eval()
+    tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
+    metric = "pseudo_perplexity" if masked else "perplexity"
+    frame = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id} - {None}  # not scored
+    rows = []
+    for model, labels in run_models(teacher, student, layout, cfg.orders, init_student):
+        if masked:
+            result = pseudo_perplexity(model, blocks, tokenizer.mask_token_id, frame, cfg.batch_size)
+        else:
+            result = perplexity(model, blocks, cfg.batch_size, mixed_precision="none")
+        rows.append({**labels, **parameter_counts(model, tied), "task": name, "metric": metric,
+                     "value": result[metric], "stderr": result[metric] * result["nll_stderr"],
+                     "batch_size": cfg.batch_size})
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)

@@ -19,14 +19,16 @@ def _style() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 
 
-def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str = "params") -> plt.Figure:
-    """Paper Fig. 2 for one run: held-out metric vs size, one column per patch order.
+def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str = "params",
+                     task: str = "heldout", title: str | None = None) -> plt.Figure:
+    """Paper Fig. 2 for one run (Fig. 6 for an off-the-shelf pair): `metric` of `task` vs size, one column
+    per patch order.
 
     Top row: interpolation against naive layer pruning (log scale). Bottom row: interpolation alone on a
     linear scale, with the student's and teacher's levels, so "between the two" can be read off.
     """
     _style()
-    p = metrics[(metrics.task == "heldout") & (metrics.metric == metric)]
+    p = metrics[(metrics.task == task) & (metrics.metric == metric)]
     orders = sorted(set(p[p.method == "interpolated"].order))
     fig, axes = plt.subplots(2, len(orders), figsize=(5.2 * len(orders), 7), sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [3, 2]})
@@ -48,9 +50,11 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
         for method in ("student", "teacher"):
             zoom.axhline(ends[ends.method == method].value.iloc[0], color=COLORS[method], ls=":", lw=1)
         zoom.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
-    axes[0][0].set_ylabel(f"held-out {metric} (log)")
+    axes[0][0].set_ylabel(f"{'held-out' if task == 'heldout' else task} {metric} (log)")
     axes[1][0].set_ylabel(f"{metric}, interpolation only")
     axes[0][0].legend(loc="upper right", fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -133,12 +137,14 @@ def distill_log_figure(log: pd.DataFrame) -> plt.Figure:
 
 
 def save(fig: plt.Figure, directory: str | Path, name: str) -> list[Path]:
-    """Write `name.png` and `name.pdf` atomically; returns the paths."""
+    """Write `name.png` and `name.pdf` atomically; returns the paths. The PDF carries no creation date,
+    so an unchanged figure is an unchanged file."""
     paths = []
     for ext in ("png", "pdf"):
         path = Path(directory) / f"{name}.{ext}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight",
+                        metadata={"CreationDate": None} if ext == "pdf" else None)
         paths.append(path)
     return paths
 

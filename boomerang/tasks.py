@@ -115,8 +115,13 @@ def task_specs(data_files: dict[str, Path]) -> dict[str, dict]:
     return {
         "boomerang_rolling": {**local("boomerang_rolling"), "output_type": "loglikelihood_rolling",
                               "doc_to_text": "", "doc_to_target": "{{text}}",
-                              "metric_list": [{"metric": m} for m in ("word_perplexity", "byte_perplexity",
-                                                                      "bits_per_byte")]},
+                              "metric_list": [
+                                  {"metric": "word_perplexity", "aggregation": "weighted_perplexity",
+                                   "higher_is_better": False},
+                                  {"metric": "byte_perplexity", "aggregation": "weighted_perplexity",
+                                   "higher_is_better": False},
+                                  {"metric": "bits_per_byte", "aggregation": "bits_per_byte",
+                                   "higher_is_better": False}]},
         "boomerang_lastword": {**local("boomerang_lastword"), "output_type": "loglikelihood",
                                "doc_to_text": "{{context}}", "doc_to_target": "{{' ' + target}}",
                                "metric_list": [

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import (AutoModelForCausalLM, BertConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
-                          PreTrainedTokenizerFast, Qwen2Config, Qwen3Config)
+from transformers import (AutoModelForCausalLM, BertConfig, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, LlamaConfig,
+                          MistralConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config)
 
 VOCAB = 101
 SMALL = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4)
@@ -74,6 +74,18 @@ def teacher_dir(tmp_path_factory, tokenizer) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def released_gpt2_pair(tmp_path_factory, tokenizer) -> dict[str, str]:
+    """A 12-layer GPT-2 and a 6-layer one on disk, standing in for GPT-2 and DistilGPT2 (offshelf.pairs)."""
+    root = tmp_path_factory.mktemp("released")
+    config = dict(vocab_size=len(tokenizer), n_embd=32, n_head=4)
+    torch.manual_seed(0)
+    for name, layers in (("gpt2", 12), ("distilgpt2", 6)):
+        GPT2LMHeadModel(GPT2Config(n_layer=layers, **config)).save_pretrained(root / name)
+    tokenizer.save_pretrained(root / "distilgpt2")
+    return {"teacher": str(root / "gpt2"), "student": str(root / "distilgpt2")}
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ import math
 import pandas as pd
 import torch
 
-from boomerang.evaluate import boomerang_checks, parameter_counts, perplexity
+from boomerang.evaluate import boomerang_checks, parameter_counts, perplexity, run_models
+from boomerang.prune import Layout, build_student
 from tests.conftest import VOCAB, tiny_model
 
 
@@ -47,3 +48,19 @@ def test_checks_detect_a_boomerang_and_its_absence():
     assert good.all()
     bad = boomerang_checks(table([30.0, 9.0, 25.0], naive=40.0)).set_index("claim").holds
     assert not bad.any()
+
+
+def test_run_models_strides_over_sizes_strictly_between_student_and_teacher():
+    # SmolLM2's layout in miniature: teacher layers 0, 1, 3, 5, 7 of 8 -> blocks [0], [1, 2], [3, 4], [5, 6], [7]
+    teacher, layout = tiny_model("llama", 8), Layout((0, 1, 3, 5, 7), 8)
+    student = build_student(teacher, layout).eval()
+
+    def sizes(method, **kwargs):
+        labels = [l for _, l in run_models(teacher, student, layout, ["first_to_last"], student, **kwargs)]
+        return [l["num_layers"] for l in labels if l["method"] == method]
+
+    assert sizes("interpolated") == [5, 6, 7, 8]  # k = 1..4: patching block [0] keeps the student's size
+    assert sizes("interpolated", distinct_sizes=True) == [6, 7]
+    assert sizes("interpolated", distinct_sizes=True, size_stride=2) == [6]
+    assert sizes("naive_pruned", distinct_sizes=True, naive_stride=2) == [5, 6]  # k = 0, then every 2nd size
+    assert sizes("naive_pruned", naive_stride=0) == []

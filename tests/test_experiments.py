@@ -1,13 +1,18 @@
-"""A sweep of the tiny run: the preset, one variant, the layer-pruning baselines and the claims table."""
+"""A sweep of the tiny run: the preset, one variant, the layer-pruning baselines, an off-the-shelf pair and
+the claims table."""
 import pandas as pd
 import yaml
 
-from boomerang.claims import paper_claims
+from boomerang.claims import interpolation_curve, paper_claims
 from boomerang.config import load_config
 from boomerang.experiments import run_sweep
 
 
-def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path):
+def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released_gpt2_pair):
+    preset = yaml.safe_load(run_config.read_text())
+    preset["offshelf"] = {"pairs": {"tiny-gpt2": released_gpt2_pair}, "eval_tokens": 64,
+                          "seq_len": 16, "batch_size": 4}
+    run_config.write_text(yaml.safe_dump(preset))
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"preset": run_config.name, "common": {"lm_eval.tasks": []},
                                      "variants": {"random-init": {"prune.init": "random"}}}))
@@ -27,7 +32,9 @@ def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path):
     random_claim = claims[claims.claim.str.startswith("random-init")]
     assert len(random_claim) == 2 and set(random_claim.holds.astype(str)) <= {"True", "False"}
     assert (claims[claims.claim.str.contains("every 4th")].holds == "not run").all()
-    for name in ("fig2_random_init", "fig7_layer_pruning"):
+    offshelf = claims[claims.figure == "6"]
+    assert len(offshelf) == 6 and set(offshelf.holds.astype(str)) <= {"True", "False"}  # 3 checks x 2 orders
+    for name in ("fig2_random_init", "fig7_layer_pruning", "fig6_offshelf_tiny-gpt2"):
         assert (cfg.figures_dir / f"{name}.png").stat().st_size > 1000
 
     again = run_sweep(sweep, log=lambda *_: None)
@@ -50,3 +57,16 @@ def test_claims_rules_on_a_hand_made_table():
     assert claims.filter(like="every 4th", axis=0).holds.item() is True  # rho -0.4 > -0.9
     assert claims.filter(like="random-init", axis=0).value.item() == 5.0  # min(400/30, 100/20)
     assert claims.filter(like="every 3rd", axis=0).holds.item() == "not run"
+    assert claims.filter(like="released distilled models", axis=0).holds.item() == "not run"
+
+
+def test_a_curve_runs_from_the_student_itself_to_the_teacher():
+    """Patches of one-layer blocks keep the end sizes; once trained they are other models, not the ends."""
+    ends = [("student", 0, 2, 40.0), ("teacher", 4, 5, 10.0)]
+    patched = [("interpolated", 1, 2, 400.0), ("interpolated", 2, 3, 30.0), ("interpolated", 3, 4, 20.0),
+               ("interpolated", 4, 5, 12.0)]
+    table = pd.DataFrame([{"method": m, "order": "none" if m != "interpolated" else "first_to_last", "k": k,
+                           "num_layers": n, "value": v} for m, k, n, v in ends + patched])
+    curve = interpolation_curve(table, "first_to_last")
+    assert list(curve.method) == ["student", "interpolated", "interpolated", "teacher"]
+    assert list(curve.value) == [40.0, 30.0, 20.0, 10.0]

@@ -70,12 +70,13 @@ def test_paragraphs_drop_speaker_names_and_stage_directions():
     assert paragraphs(text) == [" ".join(["word"] * 20) + " more words here"]
 
 
-def test_offline_tasks_run_through_lm_eval(tmp_path, corpus_dir, tokenizer, monkeypatch, run_config):
+def test_offline_tasks_run_through_lm_eval(tmp_path, corpus_dir, tokenizer, monkeypatch, run_config, capsys):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = load_config(run_config)
     teacher, student, layout = trained_pair("llama")
     rows, output = score(teacher, tokenizer, ["boomerang_offline"], task_manager(cfg), cfg.lm_eval)
+    assert "requests" not in capsys.readouterr().err  # no per-request progress bars in executed notebooks
     got = {(r["task"], r["metric"]): r for r in rows}
     assert set(got) == {("boomerang_rolling", m) for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")} | {
         ("boomerang_lastword", "perplexity"), ("boomerang_lastword", "acc"),

@@ -2,24 +2,29 @@ import math
 
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM, GPT2Config, GPT2LMHeadModel
+from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM,
+                          GPT2Config, GPT2LMHeadModel)
 
-from boomerang.offshelf import DISTIL_LAYERS, distilbert_as_bert, pseudo_perplexity
+from boomerang.config import DataConfig, OffshelfConfig
+from boomerang.evaluate import perplexity
+from boomerang.offshelf import (DISTIL_LAYERS, distilbert_as_bert, eval_blocks, load_pair, pair_metrics,
+                                pseudo_perplexity)
 from boomerang.patch import ORDERS, patch, patched_blocks
 from boomerang.prune import Layout
+from tests.conftest import WORDS
 
 VOCAB, MASK = 50, 3
 
 
-def tiny_bert(layers=12):
+def tiny_bert(layers=12, vocab=VOCAB):
     torch.manual_seed(0)
-    return BertForMaskedLM(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers,
+    return BertForMaskedLM(BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers,
                                       num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)).eval()
 
 
-def tiny_distilbert():
+def tiny_distilbert(vocab=VOCAB):
     torch.manual_seed(1)
-    return DistilBertForMaskedLM(DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=6, n_heads=4, hidden_dim=64,
+    return DistilBertForMaskedLM(DistilBertConfig(vocab_size=vocab, dim=32, n_layers=6, n_heads=4, hidden_dim=64,
                                                   max_position_embeddings=64)).eval()
 
 
@@ -73,3 +78,56 @@ def test_pseudo_perplexity_matches_a_plain_loop_and_a_uniform_model():
         model.cls.predictions.decoder.weight.zero_()
         model.cls.predictions.decoder.bias.zero_()
     assert pseudo_perplexity(model, ids, MASK, skip_ids={1})["pseudo_perplexity"] == pytest.approx(VOCAB)
+
+
+HELDOUT = dict(source="text_dir", heldout_documents=["doc5"])
+SCORED = OffshelfConfig(eval_tokens=64, seq_len=16, batch_size=16)
+
+
+def bert_tokenizer():
+    """An uncased WordPiece tokenizer holding every word of the test corpus."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "."] + sorted(set(WORDS))
+    return BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)})
+
+
+def rows_per_pair(num_blocks=6, orders=2):
+    """teacher, student, naive k0, then per order every intermediate size interpolated and naive-pruned"""
+    return 3 + orders * (num_blocks - 1) * 2
+
+
+def test_released_masked_pair_from_disk_scored_at_every_size(tmp_path, corpus_dir):
+    words = bert_tokenizer()
+    distil = tiny_distilbert(len(words))
+    tiny_bert(vocab=len(words)).save_pretrained(tmp_path / "bert")
+    distil.save_pretrained(tmp_path / "distilbert")
+    words.save_pretrained(tmp_path / "distilbert")
+    teacher, student, tokenizer, masked = load_pair(str(tmp_path / "bert"), str(tmp_path / "distilbert"))
+    assert masked and isinstance(student, BertForMaskedLM)
+
+    blocks = eval_blocks(SCORED, DataConfig(path=str(corpus_dir), **HELDOUT), tokenizer, masked)
+    assert blocks.shape == (4, 16)
+    assert (blocks[:, 0] == tokenizer.cls_token_id).all() and (blocks[:, -1] == tokenizer.sep_token_id).all()
+
+    table = pair_metrics("bert", teacher, student, tokenizer, masked, blocks, SCORED)
+    assert len(table) == rows_per_pair() and set(table.metric) == {"pseudo_perplexity"}
+    assert tokenizer.unk_token_id not in blocks  # every word of the text is scored
+    frame = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+    ends = table[table.order == "none"].set_index("method")
+    assert ends.value["teacher"] == pseudo_perplexity(teacher, blocks, tokenizer.mask_token_id, frame,
+                                                      16)["pseudo_perplexity"]
+    assert ends.value["student"] == pytest.approx(pseudo_perplexity(distil, blocks, tokenizer.mask_token_id,
+                                                                    frame)["pseudo_perplexity"], rel=1e-5)
+    interp = table[table.method == "interpolated"]
+    assert interp.params.between(ends.params["student"], ends.params["teacher"]).all()
+    for _, one_order in interp.groupby("order"):
+        assert one_order.sort_values("k").params.is_monotonic_increasing
+
+
+def test_released_causal_pair_scored_by_perplexity(corpus_dir, released_gpt2_pair):
+    teacher, student, tok, masked = load_pair(released_gpt2_pair["teacher"], released_gpt2_pair["student"])
+    assert not masked
+    blocks = eval_blocks(SCORED, DataConfig(path=str(corpus_dir), **HELDOUT), tok, masked)
+    table = pair_metrics("gpt2", teacher, student, tok, masked, blocks, SCORED)
+    assert len(table) == rows_per_pair() and set(table.metric) == {"perplexity"}
+    teacher_row = table[table.method == "teacher"].iloc[0]
+    assert teacher_row.value == perplexity(teacher, blocks, 16, mixed_precision="none")["perplexity"]

@@ -22,10 +22,11 @@ def test_every_notebook_runs_then_caches(run_config, monkeypatch):
     assert metrics.value.notna().all()
     harness = metrics[metrics.task != "heldout"]
     assert set(harness.task) == {"boomerang_rolling", "boomerang_lastword", "boomerang_cloze"}
-    # teacher, student, naive k=0; of the 3 intermediate sizes per order, size_stride 2 scores the 1st and
-    # 3rd, naive_stride 3 the 1st
+    # teacher, student, naive k=0; then per order its one size strictly between student (4 layers) and
+    # teacher (6), interpolated and naive-pruned (the strides are tested in test_evaluate)
     per_task = harness[harness.metric == "acc_norm"]
-    assert len(per_task) == 3 + 2 * 2 + 2 * 1
+    assert len(per_task) == 3 + 2 * 1 + 2 * 1
+    assert set(per_task[per_task.order != "none"].num_layers) == {5}
     assert (cfg.results_dir / "lm_eval_checks.csv").exists()
     for name in ("fig2_interpolation_vs_naive_pruning", "fig2_lm_eval"):
         for ext in ("png", "pdf"):
