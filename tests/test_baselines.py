@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from boomerang.arch import decoder_layers
-from boomerang.baselines import block_influence, keep_layers, laco, merge_into_first, shortgpt
+from boomerang.baselines import block_influence, laco, merge_into_first, shortgpt
 from boomerang.flops import distillation_flops, flops_table, forward_flops_per_token
 from tests.conftest import VOCAB, tiny_model
 
