@@ -44,20 +44,23 @@ def variant_name(preset: str, variant: str) -> str:
     return f"{load_config(preset).name}--{variant}"
 
 
-def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, log=print) -> dict[str, dict[str, str]]:
-    """Run the preset, the variants (all, or those in `only`; `()` for none) and the experiment notebooks."""
+def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, force: tuple[str, ...] = (),
+              log=print) -> dict[str, dict[str, str]]:
+    """Run the preset, the variants (all, or those in `only`; `()` for none) and the experiment notebooks;
+    `force` re-runs the named stages of every run (e.g. `07_figures` to redraw after a plotting change)."""
     preset, common, variants = read_sweep(path)
     unknown = set(only or ()) - set(variants)
     if unknown:
         raise SystemExit(f"unknown variant(s) {sorted(unknown)}; the sweep has {sorted(variants)}")
-    outcome = {"preset": pipeline.run(preset, log=log)}
+    outcome = {"preset": pipeline.run(preset, force=force, log=log)}
     for i, (name, overrides) in enumerate(variants.items(), 1):
         if only is not None and name not in only:
             continue
         log(f"=== variant {i}/{len(variants)}: {name}")
-        outcome[name] = pipeline.run(preset, {**common, **overrides, "name": variant_name(preset, name)}, log=log)
+        outcome[name] = pipeline.run(preset, {**common, **overrides, "name": variant_name(preset, name)},
+                                     force=force, log=log)
     outcome["experiments"] = pipeline.run(preset, {"experiments.sweep": str(Path(path).resolve())},
-                                          force=("10_experiments",), stages=EXPERIMENT_STAGES, log=log)
+                                          force=("10_experiments", *force), stages=EXPERIMENT_STAGES, log=log)
     return outcome
 
 
@@ -66,10 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep", default="configs/sweeps/smollm2-cpu.yaml")
     parser.add_argument("--only", nargs="*", default=None,
                         help="variants to run (default: all; `--only` alone: none, just the figures)")
+    parser.add_argument("--force", nargs="*", default=(), help="stage names to re-run in every run, e.g. 07_figures")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     only = None if args.only is None else tuple(args.only)
-    print(json.dumps(run_sweep(args.sweep, only), indent=2))
+    print(json.dumps(run_sweep(args.sweep, only, tuple(args.force)), indent=2))
     print(f"experiments finished in {time.perf_counter() - start:.0f}s")
 
 

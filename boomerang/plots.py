@@ -5,6 +5,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import LogFormatter
 import seaborn as sns
 
 from .io import atomic_path
@@ -17,6 +18,19 @@ LABELS = {"interpolated": "boomerang interpolation", "naive_pruned": "naive laye
 
 def _style() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+
+
+class _PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers (50, 60, 100), where matplotlib would write 5×10¹ on a short range."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def _log_y(ax) -> None:
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
 
 
 def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str = "params",
@@ -45,7 +59,7 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
                 ax.scatter(row[x] / 1e6, row.value, s=160, marker="*", color=COLORS[method], zorder=5,
                            label=LABELS[method])
         top.plot(naive[x] / 1e6, naive.value, "o-", ms=4, color=COLORS["naive_pruned"], label=LABELS["naive_pruned"])
-        top.set_yscale("log")
+        _log_y(top)
         top.set_title(ORDER_LABELS.get(order, order))
         for method in ("student", "teacher"):
             zoom.axhline(ends[ends.method == method].value.iloc[0], color=COLORS[method], ls=":", lw=1)
@@ -83,7 +97,7 @@ def harness_figure(panels: pd.DataFrame, x: str = "params") -> plt.Figure:
                        label=LABELS[method])
         metric = p.metric.iloc[0]
         if "perplexity" in metric:
-            ax.set_yscale("log")
+            _log_y(ax)
         ax.set_title(name)
         ax.set_ylabel(metric)
         ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
@@ -112,7 +126,7 @@ def sweep_figure(curves: dict[str, dict[str, pd.DataFrame]], others: pd.DataFram
                 style = "s--" if rows["style"].iloc[0] == "line" else "D"
                 ax.plot(rows[x] / 1e6, rows.value, style, ms=6 if style == "D" else 3.5, lw=1.2, color=color,
                         label=label)
-        ax.set_yscale("log")
+        _log_y(ax)
         ax.set_title(ORDER_LABELS.get(order, order))
         ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
     axes[0][0].set_ylabel("held-out perplexity (log)")
