@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import pandas as pd
 from matplotlib.ticker import LogFormatter
+import pandas as pd
 import seaborn as sns
 
 from .io import atomic_path
