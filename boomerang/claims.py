@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import spearmanr
 
-from .evaluate import boomerang_checks
+from .evaluate import boomerang_checks, interpolation_curve
 
 CLAIM_COLUMNS = ["figure", "claim", "order", "value", "rule", "holds"]
 
@@ -22,17 +22,6 @@ def load_runs(results_root: str | Path, names: dict[str, str]) -> dict[str, pd.D
             m = pd.read_csv(path)
             runs[label] = m[(m.task == "heldout") & (m.metric == "perplexity")]
     return runs
-
-
-def interpolation_curve(metrics: pd.DataFrame, order: str) -> pd.DataFrame:
-    """Student, the interpolated sizes strictly between it and the teacher along `order`, teacher: one row
-    per size, smallest first. A patch of a one-layer block keeps the student's or the teacher's size; when
-    that layer was trained (random init, unfrozen runs) it is another model, and the curve's ends are the
-    student and the teacher themselves."""
-    ends = metrics[metrics.method.isin(["student", "teacher"])]
-    interp = metrics[(metrics.method == "interpolated") & (metrics.order == order)
-                     & metrics.num_layers.between(ends.num_layers.min(), ends.num_layers.max(), inclusive="neither")]
-    return pd.concat([ends, interp]).sort_values(["num_layers", "k"]).drop_duplicates("num_layers", keep="last")
 
 
 def _rho(curve: pd.DataFrame) -> float:

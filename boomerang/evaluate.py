@@ -103,36 +103,49 @@ def evaluate_run(cfg, teacher, tokenizer, student, layout) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
+def interpolation_curve(metrics: pd.DataFrame, order: str) -> pd.DataFrame:
+    """Student, the interpolated sizes strictly between it and the teacher along `order`, teacher: one row
+    per size, smallest first. A patch of a one-layer block keeps the student's or the teacher's size; when
+    that layer was frozen it is the student or the teacher again, and when it was trained (random init,
+    unfrozen runs) it is another model of the same size, so the curve's ends are the endpoints themselves."""
+    ends = metrics[metrics.method.isin(["student", "teacher"])]
+    interp = metrics[(metrics.method == "interpolated") & (metrics.order == order)
+                     & metrics.num_layers.between(ends.num_layers.min(), ends.num_layers.max(), inclusive="neither")]
+    return pd.concat([ends, interp]).sort_values(["num_layers", "k"]).drop_duplicates("num_layers", keep="last")
+
+
 def boomerang_checks(metrics: pd.DataFrame, tolerance: float = 0.02, naive_factor: float = 10.0,
                      task: str = "heldout", metric: str = "perplexity") -> pd.DataFrame:
-    """The boomerang effect on a perplexity-like `metric` of `task`, one row per (patch order, claim).
+    """The boomerang effect on a perplexity-like `metric` of `task`, one row per (patch order, claim), over
+    the sizes of `interpolation_curve` (the one rule for "intermediate size" everywhere):
 
-    - intermediates lie between student and teacher perplexity (within `tolerance`);
-    - it falls with size: Spearman ρ(num_layers, metric) over student, intermediates, teacher;
+    - intermediate sizes lie between student and teacher (within `tolerance`);
+    - the metric falls with size: Spearman ρ(num_layers, metric) from student to teacher;
     - naive pruning is at least `naive_factor`× worse than interpolation at the middle third of sizes.
     """
     from scipy.stats import spearmanr
 
     p = metrics[(metrics.task == task) & (metrics.metric == metric)]
-    teacher = p[p.method == "teacher"].value.iloc[0]
-    student = p[p.method == "student"].value.iloc[0]
     rows = []
     for order in sorted(set(p[p.method == "interpolated"].order)):
-        interp = p[(p.method == "interpolated") & (p.order == order)].sort_values("k")
+        curve = interpolation_curve(p, order)
+        student, teacher = curve.value.iloc[0], curve.value.iloc[-1]
+        interp = curve.iloc[1:-1]
         inside = interp.value.between(teacher * (1 - tolerance), student * (1 + tolerance))
-        curve = pd.concat([p[p.method.isin(["student", "teacher"])], interp])
         rho = spearmanr(curve.num_layers, curve.value).statistic
         rows += [
-            {"order": order, "claim": "intermediates between student and teacher",
+            {"order": order, "claim": "intermediate sizes between student and teacher",
              "value": inside.mean(), "rule": ">= 0.9", "holds": bool(inside.mean() >= 0.9)},
             {"order": order, "claim": f"{metric} falls with size (Spearman rho)",
              "value": rho, "rule": "<= -0.9", "holds": bool(rho <= -0.9)},
         ]
         naive = p[(p.method == "naive_pruned") & (p.order == order)]
         if len(naive):
-            m = interp.k.max() + 1
-            middle = interp[(interp.k >= m / 3) & (interp.k <= 2 * m / 3)].set_index("k").value
-            ratio = (naive.set_index("k").value.reindex(middle.index) / middle).min()
+            low, high = curve.num_layers.iloc[0], curve.num_layers.iloc[-1]
+            third = (high - low) / 3
+            middle = interp[interp.num_layers.between(low + third, high - third)].set_index("num_layers").value
+            naive = naive.sort_values("k").groupby("num_layers").value.last()
+            ratio = (naive.reindex(middle.index) / middle).min()
             rows.append({"order": order, "claim": "naive pruning worse at middle sizes (min ratio)",
                          "value": ratio, "rule": f">= {naive_factor:g}", "holds": bool(ratio >= naive_factor)})
     return pd.DataFrame(rows)

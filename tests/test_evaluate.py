@@ -50,6 +50,20 @@ def test_checks_detect_a_boomerang_and_its_absence():
     assert not bad.any()
 
 
+def test_checks_count_only_sizes_strictly_between_student_and_teacher():
+    """Patching a one-layer block keeps the student's (or teacher's) size; such a patch is not an
+    intermediate size, however good or bad it is."""
+    rows = [{"method": "teacher", "order": "none", "k": 5, "num_layers": 8, "value": 10.0},
+            {"method": "student", "order": "none", "k": 0, "num_layers": 4, "value": 20.0}]
+    sizes = [(1, 4, 500.0), (2, 5, 17.0), (3, 6, 14.0), (4, 7, 12.0), (5, 8, 0.5)]  # k=1, k=5 keep the end sizes
+    rows += [{"method": "interpolated", "order": "o", "k": k, "num_layers": n, "value": v} for k, n, v in sizes]
+    rows += [{"method": "naive_pruned", "order": "o", "k": k, "num_layers": n, "value": 1e4} for k, n, _ in sizes]
+    checks = boomerang_checks(pd.DataFrame(rows).assign(task="heldout", metric="perplexity")).set_index("claim")
+    assert checks.loc["intermediate sizes between student and teacher", "value"] == 1.0  # 3 of 3, not 3 of 5
+    assert math.isclose(checks.loc["perplexity falls with size (Spearman rho)", "value"], -1.0)
+    assert checks.loc["naive pruning worse at middle sizes (min ratio)", "value"] == 1e4 / 14.0  # 6 layers only
+
+
 def test_run_models_strides_over_sizes_strictly_between_student_and_teacher():
     # SmolLM2's layout in miniature: teacher layers 0, 1, 3, 5, 7 of 8 -> blocks [0], [1, 2], [3, 4], [5, 6], [7]
     teacher, layout = tiny_model("llama", 8), Layout((0, 1, 3, 5, 7), 8)

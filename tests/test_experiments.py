@@ -3,7 +3,8 @@ the claims table."""
 import pandas as pd
 import yaml
 
-from boomerang.claims import interpolation_curve, paper_claims
+from boomerang.claims import paper_claims
+from boomerang.evaluate import interpolation_curve
 from boomerang.config import load_config
 from boomerang.experiments import run_sweep
 
