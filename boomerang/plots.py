@@ -214,7 +214,7 @@ def final_cosine_figure(alignment: pd.DataFrame, metrics: pd.DataFrame) -> plt.F
         ax.set_ylabel("cosine", color=COLORS["interpolated"])
         twin = ax.twinx()
         twin.plot(p.index, p.values, "s--", color="tab:orange", label="held-out perplexity")
-        twin.set_yscale("log")
+        _log_y(twin)
         twin.set_ylabel("perplexity", color="tab:orange")
         twin.grid(False)
         ax.set_title(ORDER_LABELS.get(order, order))
