@@ -5,7 +5,6 @@ whether its cached outputs are still valid.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -65,7 +64,8 @@ class PruneConfig:
 class DistillConfig:
     """Loss `CE + kl_weight·τ²·KL + cos_weight/num_pairs·Σ(1−cos)` (+ optional terms) and its optimiser.
 
-    Defaults are the paper's; `mse_weight` and `forced_weight` are this project's CPU-budget levers."""
+    Defaults are the paper's; `mse_weight`, `forced_weight` and `patch_prob` are this project's CPU-budget
+    levers."""
 
     steps: int = 500
     batch_size: int = 8
@@ -86,6 +86,10 @@ class DistillConfig:
     # block's output. Both are relative squared errors averaged over the aligned pairs.
     mse_weight: float = 0.0
     forced_weight: float = 0.0
+    # Beyond the paper (0 = off): the share of steps whose forward pass runs a random interpolated model
+    # (one to all but one multi-layer blocks patched in, chosen at random), so that student layers learn
+    # to work beside teacher blocks. One process only.
+    patch_prob: float = field(default=0.0, metadata={"keyed_when_set": True})
     train_embeddings: bool = True  # False freezes embeddings, final norm and LM head at the teacher's
     freeze_unpruned_blocks: bool = False  # freeze student layers whose block is one teacher layer
     mixed_precision: str = "bf16"
@@ -231,7 +235,12 @@ class RunConfig:
 
 
 def to_dict(obj: Any) -> Any:
-    return dataclasses.asdict(obj) if is_dataclass(obj) else obj
+    """A (nested) config as plain data for cache keys. A field marked `keyed_when_set` is left out while at
+    its default, so adding an option that defaults to the old behaviour keeps every existing cache."""
+    if not is_dataclass(obj):
+        return obj
+    return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)
+            if not (f.metadata.get("keyed_when_set") and getattr(obj, f.name) == f.default)}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

@@ -15,6 +15,7 @@ import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import torch
@@ -27,7 +28,8 @@ from .arch import adapter_for, decoder_layers
 from .config import DistillConfig, RunConfig, load_config
 from .data import train_batches
 from .io import read_json, write_csv, write_json
-from .prune import read_layout, save_student
+from .patch import patch
+from .prune import Layout, read_layout, save_student
 from .teacher import load_teacher
 
 
@@ -106,6 +108,23 @@ def teacher_forced_states(student, teacher_hidden, alignment: list[int], input_i
             hook.remove()
 
 
+def random_interpolant(teacher, student, layout: Layout, patch_prob: float, seed: int, draw: int):
+    """For a patch-aware step: with probability `patch_prob`, the student with a random number (one to all
+    but one) of its multi-layer blocks replaced by their teacher blocks, chosen at random, and the indices
+    of its hidden states at the student's block boundaries; otherwise `(student, None)`. Seeded by `draw`,
+    so a resumed run draws the same models."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + draw)
+    multi = [i for i, block in enumerate(layout.blocks) if len(block) > 1]
+    if len(multi) < 2 or torch.rand((), generator=g).item() >= patch_prob:
+        return student, None
+    count = int(torch.randint(1, len(multi), (), generator=g))
+    chosen = {multi[i] for i in torch.randperm(len(multi), generator=g)[:count].tolist()}
+    boundaries = [0]
+    for i, block in enumerate(layout.blocks):
+        boundaries.append(boundaries[-1] + (len(block) if i in chosen else 1))
+    return patch(teacher, student, layout, chosen).train(student.training), boundaries
+
+
 def _optimizer(model: torch.nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
     """AdamW; weight decay on matrices only (norms and biases are not decayed)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -153,6 +172,9 @@ def train(
     if d.forced_weight and accelerator.num_processes > 1:
         raise NotImplementedError("distill.forced_weight runs a second forward pass, which DDP/FSDP "
                                   "does not allow before backward; use it with one process")
+    if d.patch_prob and accelerator.num_processes > 1:
+        raise NotImplementedError("distill.patch_prob runs models that DDP/FSDP does not wrap; "
+                                  "use it with one process")
     torch.manual_seed(cfg.seed)
 
     teacher, tokenizer = load_teacher(cfg.teacher)
@@ -195,13 +217,23 @@ def train(
             with sync:
                 with torch.no_grad(), accelerator.autocast():
                     t_out = teacher(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-                s_out = student(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+                model, boundaries = random_interpolant(teacher, accelerator.unwrap_model(student), layout,
+                                                       d.patch_prob, cfg.seed, step * d.grad_accum + micro)
+                if boundaries is None:
+                    s_out = student(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+                else:
+                    with accelerator.autocast():
+                        out = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+                    s_out = SimpleNamespace(logits=out.logits,
+                                            hidden_states=tuple(out.hidden_states[b] for b in boundaries))
                 forced = None
                 if d.forced_weight:
                     with accelerator.autocast():
                         forced = teacher_forced_states(accelerator.unwrap_model(student), t_out.hidden_states,
                                                        layout.alignment, input_ids, mask)
                 loss, terms = distillation_loss(s_out, t_out, input_ids, mask, layout.alignment, d, forced)
+                if d.patch_prob:
+                    terms["extra_layers"] = 0 if boundaries is None else boundaries[-1] - layout.num_blocks
                 accelerator.backward(loss / d.grad_accum)
             for name, value in terms.items():
                 terms_sum[name] = terms_sum.get(name, 0.0) + value / d.grad_accum

@@ -1,10 +1,12 @@
 from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 import torch
 
+from boomerang.arch import decoder_layers
 from boomerang.config import DistillConfig, load_config
-from boomerang.distill import distillation_loss, teacher_forced_states, train
+from boomerang.distill import distillation_loss, random_interpolant, teacher_forced_states, train
 from boomerang.prune import Layout, build_student, layout_from_rule, load_student, prune_run
 from boomerang.teacher import load_teacher
 from tests.conftest import VOCAB, tiny_model
@@ -70,9 +72,36 @@ def test_terms_ignore_padded_positions():
         assert abs(a[term] - b[term]) < 1e-6, term
 
 
-def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path):
+def test_patch_aware_steps_run_random_interpolants_read_at_block_boundaries():
+    teacher = tiny_model("llama", num_layers=10)
+    layout = layout_from_rule(10, 1, 2, 2)  # blocks [0,1] [2,3] [4,5] [6,7] [8] [9]
+    student = build_student(teacher, layout).eval()
+    x, mask = torch.randint(0, VOCAB, (1, 8)), torch.ones(1, 8, dtype=torch.long)
+    draws = [random_interpolant(teacher, student, layout, 0.5, seed=0, draw=d) for d in range(200)]
+    assert 0.35 < sum(b is not None for _, b in draws) / 200 < 0.65
+    assert random_interpolant(teacher, student, layout, 0.0, 0, 7) == (student, None)
+    sizes = set()
+    for model, bounds in (d for d in draws if d[1] is not None):
+        widths = [b - a for a, b in zip(bounds, bounds[1:])]
+        patched = [i for i, w in enumerate(widths) if w > 1]
+        assert len(bounds) == len(layout.alignment) and bounds[-1] == len(decoder_layers(model))
+        assert 1 <= len(patched) <= 3 and all(w == len(layout.blocks[i]) for i, w in enumerate(widths) if w > 1)
+        sizes.add(len(patched))
+        with torch.no_grad():
+            mixed, own = outputs(model, x, mask).hidden_states, outputs(student, x, mask).hidden_states
+        # up to the first patched block the interpolant computes exactly what the student does
+        for j in range(patched[0] + 1):
+            assert torch.equal(mixed[bounds[j]], own[j])
+    assert sizes == {1, 2, 3}
+    again = random_interpolant(teacher, student, layout, 0.5, seed=0, draw=3)[1]
+    assert again == draws[3][1]
+
+
+@pytest.mark.parametrize("patch_prob", [0.0, 0.5])
+def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path, patch_prob):
     def distil(name, interrupt_at=None):
-        cfg = load_config(run_config, {"name": name, "distill.steps": 6, "distill.checkpoint_every": 2})
+        cfg = load_config(run_config, {"name": name, "distill.steps": 6, "distill.checkpoint_every": 2,
+                                       "distill.patch_prob": patch_prob})
         teacher, tok = load_teacher(cfg.teacher)
         prune_run(cfg, teacher, tok)
         args = (cfg, cfg.run_dir / "student_init", cfg.run_dir / "student", cfg.results_dir / "log.csv")
@@ -86,9 +115,12 @@ def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path):
     resumed, log_b = distil("resumed", interrupt_at=3)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
-    cols = ["step", "tokens", "lr", "loss", "ce", "kl", "cos", "grad_norm"]
+    cols = ["step", "tokens", "lr", "loss", "ce", "kl", "cos", "grad_norm"] + (["extra_layers"] if patch_prob else [])
     pd.testing.assert_frame_equal(log_a[cols], log_b[cols])
-    assert log_a.loss.iloc[1:].mean() < log_a.loss.iloc[0]  # batches differ per step: compare the mean
+    if patch_prob:  # some steps ran an interpolant (its extra teacher layers), some the student
+        assert set(log_a.extra_layers) == {0, 1}
+    else:  # batches differ per step: compare the mean
+        assert log_a.loss.iloc[1:].mean() < log_a.loss.iloc[0]
 
 
 def test_two_processes_share_the_work(run_config):

@@ -55,3 +55,16 @@ def test_failed_stage_names_notebook_and_cell(run_config):
 def test_unknown_config_key_is_rejected(run_config):
     with pytest.raises(ValueError, match="stpes"):
         load_config(run_config, {"distill.stpes": 3})
+
+
+def test_an_option_at_its_default_leaves_cache_keys_alone(run_config):
+    """`distill.patch_prob` came after runs were cached: at 0 it must not change their keys; set, it must."""
+    import hashlib
+    from dataclasses import asdict
+
+    cfg = load_config(run_config)
+    before = asdict(cfg.distill)
+    del before["patch_prob"]  # the section as it was hashed before the option existed
+    old_key = hashlib.sha256(json.dumps({"distill": before}, sort_keys=True).encode()).hexdigest()[:16]
+    assert cfg.digest("distill") == old_key
+    assert load_config(run_config, {"distill.patch_prob": 0.5}).digest("distill") != old_key
