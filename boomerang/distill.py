@@ -217,8 +217,10 @@ def train(
             with sync:
                 with torch.no_grad(), accelerator.autocast():
                     t_out = teacher(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-                model, boundaries = random_interpolant(teacher, accelerator.unwrap_model(student), layout,
-                                                       d.patch_prob, cfg.seed, step * d.grad_accum + micro)
+                model, boundaries = student, None
+                if d.patch_prob:
+                    model, boundaries = random_interpolant(teacher, accelerator.unwrap_model(student), layout,
+                                                           d.patch_prob, cfg.seed, step * d.grad_accum + micro)
                 if boundaries is None:
                     s_out = student(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
                 else:
