@@ -45,9 +45,12 @@ def _row(figure: str, claim: str, order: str, value: float | None, rule: str) ->
 
 
 def paper_claims(runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame | None = None,
-                 flops: pd.DataFrame | None = None, offshelf: pd.DataFrame | None = None) -> pd.DataFrame:
-    """`runs` maps variant labels (as in configs/sweeps) to perplexity rows; "preset" is the reference.
-    `offshelf` holds the off-the-shelf pairs (one `task` per pair), absent where they cannot run."""
+                 flops: pd.DataFrame | None = None, offshelf: pd.DataFrame | None = None,
+                 reference: str = "preset") -> pd.DataFrame:
+    """`runs` maps variant labels (as in configs/sweeps) to perplexity rows. The preset's curve is tested
+    against naive pruning and the layer-pruning methods; the ablations against `reference`'s (the run they
+    differ from by one setting). `offshelf` holds the off-the-shelf pairs (one `task` per pair), absent
+    where they cannot run."""
     main = runs["preset"]
     orders = sorted(set(main[main.method == "interpolated"].order))
     rows = []
@@ -57,40 +60,7 @@ def paper_claims(runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame | No
         ratio = _ratio_at_sizes(naive, curve)
         rows.append(_row("2", "interpolation beats naive pruning at every intermediate size (min ratio)",
                          order, ratio.min(), "> 1"))
-
-        def vs(label, figure, claim, rule, test):
-            if label not in runs:
-                rows.append(_row(figure, claim, order, None, rule))
-                return
-            rows.append(_row(figure, claim, order, test(interpolation_curve(runs[label], order)), rule))
-
-        vs("random-init", "2", "random-init interpolation is worse than pruning-init at every size (min ratio)",
-           "> 1", lambda c: _ratio_at_sizes(c, curve).min())
-        losses = {k: v for k, v in runs.items() if k.startswith("loss-")}
-        if losses:
-            mean_ppl = {k: _ratio_at_sizes(interpolation_curve(v, order), curve).mean() for k, v in losses.items()}
-            best_other = min(mean_ppl.values())
-            rows.append(_row("5", "the full loss gives the lowest interpolated perplexity "
-                             "(best ablation's mean ratio to it)", order, best_other, "> 1"))
-        else:
-            rows.append(_row("5", "the full loss gives the lowest interpolated perplexity", order, None, "> 1"))
-        vs("loss-ce-kl", "5", "the cosine term makes interpolation more monotone (rho without minus rho with)",
-           "> 0", lambda c: _rho(c) - _rho(curve))
-        vs("every-3rd", "8", "a student from every 3rd layer still interpolates (Spearman rho)", "<= -0.9", _rho)
-        vs("every-4th", "8", "a student from every 4th layer does not interpolate smoothly (Spearman rho)",
-           "> -0.9", _rho)
-        for label in sorted((k for k in runs if k.startswith("tokens-")), key=lambda k: int(k.split("-")[1])):
-            vs(label, "10", f"too few tokens: interpolation less monotone (rho at {label.split('-')[1]} steps "
-               "minus the preset's)", "> 0", lambda c: _rho(c) - _rho(curve))
-        if not any(k.startswith("tokens-") for k in runs):
-            rows.append(_row("10", "too few tokens: interpolation less monotone", order, None, "> 0"))
-        for label in (k for k in runs if k.startswith("separate-")):
-            separate = runs[label]
-            student = separate[separate.method == "student"].iloc[0]
-            same = curve[curve.num_layers == student.num_layers]
-            ratio = same.value.iloc[0] / student.value if len(same) else float("nan")
-            rows.append(_row("4", f"interpolation on par with a student distilled at {student.num_layers} layers "
-                             "(interpolated / distilled perplexity)", order, ratio, "<= 1.1"))
+        rows += _ablation_claims(runs, reference, order)
         if layer_pruning is not None and len(layer_pruning):
             for method in ("shortgpt", "laco"):
                 ratio = _ratio_at_sizes(layer_pruning[layer_pruning.method == method], curve)
@@ -105,6 +75,44 @@ def paper_claims(runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame | No
         rows.append(_row("table 3", "distilling once saves compute over distilling every size "
                          "(saving factor)", "none", factor, ">= 10"))
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def _ablation_claims(runs: dict[str, pd.DataFrame], reference: str, order: str) -> list[dict]:
+    """Figs. 2 (initialisation), 4, 5, 8 and 10: each variant against the reference run's curve."""
+    rows = []
+    base = interpolation_curve(runs[reference], order) if reference in runs else None
+
+    def vs(label, figure, claim, rule, test):
+        ready = label in runs and base is not None
+        rows.append(_row(figure, claim, order, test(interpolation_curve(runs[label], order)) if ready else None, rule))
+
+    vs("random-init", "2", "random-init interpolation is worse than pruning-init at every size (min ratio)",
+       "> 1", lambda c: _ratio_at_sizes(c, base).min())
+    losses = {k: v for k, v in runs.items() if k.startswith("loss-")}
+    best = (min(_ratio_at_sizes(interpolation_curve(v, order), base).mean() for v in losses.values())
+            if losses and base is not None else None)
+    rows.append(_row("5", "the full loss gives the lowest interpolated perplexity (best ablation's mean ratio "
+                     "to it)", order, best, "> 1"))
+    vs("loss-ce-kl", "5", "the cosine term makes interpolation more monotone (rho without minus rho with)",
+       "> 0", lambda c: _rho(c) - _rho(base))
+    vs("every-3rd", "8", "a student from every 3rd layer still interpolates (Spearman rho)", "<= -0.9", _rho)
+    vs("every-4th", "8", "a student from every 4th layer does not interpolate smoothly (Spearman rho)",
+       "> -0.9", _rho)
+    budgets = sorted((k for k in runs if k.startswith("tokens-")), key=lambda k: int(k.split("-")[1]))
+    for label in budgets:
+        vs(label, "10", f"too few tokens: interpolation less monotone (rho at {label.split('-')[1]} steps "
+           "minus the reference's)", "> 0", lambda c: _rho(c) - _rho(base))
+    if not budgets:
+        rows.append(_row("10", "too few tokens: interpolation less monotone", order, None, "> 0"))
+    for label in (k for k in runs if k.startswith("separate-")):
+        student = runs[label][runs[label].method == "student"].iloc[0]
+        ratio = None
+        if base is not None:
+            same = base[base.num_layers == student.num_layers]
+            ratio = same.value.iloc[0] / student.value if len(same) else float("nan")
+        rows.append(_row("4", f"interpolation on par with a student distilled at {student.num_layers} layers "
+                         "(interpolated / distilled perplexity)", order, ratio, "<= 1.1"))
+    return rows
 
 
 def offshelf_claims(offshelf: pd.DataFrame | None) -> list[dict]:

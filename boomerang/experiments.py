@@ -2,8 +2,9 @@
 
 A sweep file (configs/sweeps/) names a preset and variants, each a dict of overrides. Each variant is the
 ordinary pipeline under the run name `<preset>--<variant>`, so every stage is cached per variant and the
-teacher, the text and the token cache are shared; the preset's own run is the reference everyone compares
-with and is never re-trained here. Then `08_layer_pruning` (ShortGPT, LaCo, FLOPs), `09_offshelf_pairs`
+teacher, the text and the token cache are shared. The ablations are compared with the sweep's `reference`:
+the preset's own run, or a variant (the CPU sweep's `paper-recipe`, the paper's loss without the preset's
+patch-aware steps). Then `08_layer_pruning` (ShortGPT, LaCo, FLOPs), `09_offshelf_pairs`
 (released distilled models and their teachers, hub presets only) and `10_experiments` (one figure per paper
 figure, `claims.csv`) run on the preset.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -29,15 +31,35 @@ EXPERIMENT_STAGES = (
 )
 
 
-def read_sweep(path: str | Path) -> tuple[str, dict, dict[str, dict]]:
-    """(preset path, overrides common to every variant, variant name -> overrides)."""
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep file: the preset, overrides common to every variant, the variants, and the run the ablations
+    are compared with (`reference`: a variant's name, or "preset")."""
+
+    preset: str
+    common: dict
+    variants: dict[str, dict]
+    reference: str = "preset"
+
+    def run_config(self, label: str):
+        """The `RunConfig` of the preset (`label` "preset") or of one variant."""
+        if label == "preset":
+            return load_config(self.preset)
+        return load_config(self.preset, {**self.common, **self.variants[label], "name": variant_name(self.preset, label)})
+
+
+def read_sweep(path: str | Path) -> Sweep:
     path = Path(path) if Path(path).exists() else REPO_ROOT / path
     sweep = yaml.safe_load(path.read_text())
-    unknown = set(sweep) - {"preset", "common", "variants"}
+    unknown = set(sweep) - {"preset", "common", "variants", "reference"}
     if unknown or "preset" not in sweep:
-        raise ValueError(f"{path}: a sweep has `preset`, `common` and `variants`; got {sorted(sweep)}")
+        raise ValueError(f"{path}: a sweep has `preset`, `common`, `variants` and `reference`; got {sorted(sweep)}")
+    variants = sweep.get("variants") or {}
+    reference = sweep.get("reference", "preset")
+    if reference != "preset" and reference not in variants:
+        raise ValueError(f"{path}: reference {reference!r} is neither 'preset' nor one of the variants {sorted(variants)}")
     preset = str((path.parent / sweep["preset"]).resolve())
-    return preset, sweep.get("common") or {}, sweep.get("variants") or {}
+    return Sweep(preset, sweep.get("common") or {}, variants, reference)
 
 
 def variant_name(preset: str, variant: str) -> str:
@@ -48,7 +70,8 @@ def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, force: tupl
               log=print) -> dict[str, dict[str, str]]:
     """Run the preset, the variants (all, or those in `only`; `()` for none) and the experiment notebooks;
     `force` re-runs the named stages of every run (e.g. `07_figures` to redraw after a plotting change)."""
-    preset, common, variants = read_sweep(path)
+    sweep = read_sweep(path)
+    preset, variants = sweep.preset, sweep.variants
     unknown = set(only or ()) - set(variants)
     if unknown:
         raise SystemExit(f"unknown variant(s) {sorted(unknown)}; the sweep has {sorted(variants)}")
@@ -57,7 +80,7 @@ def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, force: tupl
         if only is not None and name not in only:
             continue
         log(f"=== variant {i}/{len(variants)}: {name}")
-        outcome[name] = pipeline.run(preset, {**common, **overrides, "name": variant_name(preset, name)},
+        outcome[name] = pipeline.run(preset, {**sweep.common, **overrides, "name": variant_name(preset, name)},
                                      force=force, log=log)
     outcome["experiments"] = pipeline.run(preset, {"experiments.sweep": str(Path(path).resolve())},
                                           force=("10_experiments", *force), stages=EXPERIMENT_STAGES, log=log)

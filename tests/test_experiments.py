@@ -1,12 +1,13 @@
 """A sweep of the tiny run: the preset, one variant, the layer-pruning baselines, an off-the-shelf pair and
 the claims table."""
 import pandas as pd
+import pytest
 import yaml
 
 from boomerang.claims import paper_claims
 from boomerang.evaluate import interpolation_curve
 from boomerang.config import load_config
-from boomerang.experiments import run_sweep
+from boomerang.experiments import read_sweep, run_sweep
 
 
 def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released_gpt2_pair):
@@ -59,6 +60,26 @@ def test_claims_rules_on_a_hand_made_table():
     assert claims.filter(like="random-init", axis=0).value.item() == 5.0  # min(400/30, 100/20)
     assert claims.filter(like="every 3rd", axis=0).holds.item() == "not run"
     assert claims.filter(like="released distilled models", axis=0).holds.item() == "not run"
+
+    # ablations measured against a named reference run; naive pruning still against the preset
+    runs = {"preset": run(40, [30, 20], naive=60.0), "paper-recipe": run(50, [80, 20]),
+            "random-init": run(500, [400, 100])}
+    claims = paper_claims(runs, reference="paper-recipe").set_index("claim")
+    assert claims.filter(like="random-init", axis=0).value.item() == 5.0  # min(400/80, 100/20)
+    assert claims.filter(like="naive pruning", axis=0).value.item() == 2.0  # min(60/30, 60/20)
+    missing = paper_claims({"preset": runs["preset"], "random-init": runs["random-init"]}, reference="paper-recipe")
+    assert missing.set_index("claim").filter(like="random-init", axis=0).holds.item() == "not run"
+
+
+def test_a_sweep_names_an_existing_reference(tmp_path, run_config):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"preset": str(run_config), "reference": "paper-recipe",
+                                     "variants": {"paper-recipe": {"distill.patch_prob": 0.0}}}))
+    assert read_sweep(sweep).reference == "paper-recipe"
+    assert read_sweep(sweep).run_config("paper-recipe").name.endswith("--paper-recipe")
+    sweep.write_text(yaml.safe_dump({"preset": str(run_config), "reference": "typo", "variants": {}}))
+    with pytest.raises(ValueError, match="reference 'typo'"):
+        read_sweep(sweep)
 
 
 def test_a_curve_runs_from_the_student_itself_to_the_teacher():
