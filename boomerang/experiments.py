@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from . import pipeline
-from .config import REPO_ROOT, load_config
+from .config import REPO_ROOT, RunConfig, load_config
 
 EXPERIMENT_STAGES = (
     pipeline.Stage("08_layer_pruning.ipynb", ("seed", "teacher", "data", "prune", "evaluate", "layer_pruning")),
@@ -41,11 +41,12 @@ class Sweep:
     variants: dict[str, dict]
     reference: str = "preset"
 
-    def run_config(self, label: str):
+    def run_config(self, label: str) -> RunConfig:
         """The `RunConfig` of the preset (`label` "preset") or of one variant."""
         if label == "preset":
             return load_config(self.preset)
-        return load_config(self.preset, {**self.common, **self.variants[label], "name": variant_name(self.preset, label)})
+        overrides = {**self.common, **self.variants[label], "name": variant_name(self.preset, label)}
+        return load_config(self.preset, overrides)
 
 
 def read_sweep(path: str | Path) -> Sweep:
@@ -57,7 +58,7 @@ def read_sweep(path: str | Path) -> Sweep:
     variants = sweep.get("variants") or {}
     reference = sweep.get("reference", "preset")
     if reference != "preset" and reference not in variants:
-        raise ValueError(f"{path}: reference {reference!r} is neither 'preset' nor one of the variants {sorted(variants)}")
+        raise ValueError(f"{path}: reference {reference!r} is neither 'preset' nor a variant ({sorted(variants)})")
     preset = str((path.parent / sweep["preset"]).resolve())
     return Sweep(preset, sweep.get("common") or {}, variants, reference)
 
