@@ -41,12 +41,14 @@ class Sweep:
     variants: dict[str, dict]
     reference: str = "preset"
 
-    def run_config(self, label: str) -> RunConfig:
-        """The `RunConfig` of the preset (`label` "preset") or of one variant."""
+    def overrides(self, label: str) -> dict:
+        """What turns the preset into run `label` ("preset" or a variant): its run name included."""
         if label == "preset":
-            return load_config(self.preset)
-        overrides = {**self.common, **self.variants[label], "name": variant_name(self.preset, label)}
-        return load_config(self.preset, overrides)
+            return {}
+        return {**self.common, **self.variants[label], "name": variant_name(self.preset, label)}
+
+    def run_config(self, label: str) -> RunConfig:
+        return load_config(self.preset, self.overrides(label))
 
 
 def read_sweep(path: str | Path) -> Sweep:
@@ -72,18 +74,16 @@ def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, force: tupl
     """Run the preset, the variants (all, or those in `only`; `()` for none) and the experiment notebooks;
     `force` re-runs the named stages of every run (e.g. `07_figures` to redraw after a plotting change)."""
     sweep = read_sweep(path)
-    preset, variants = sweep.preset, sweep.variants
-    unknown = set(only or ()) - set(variants)
+    unknown = set(only or ()) - set(sweep.variants)
     if unknown:
-        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; the sweep has {sorted(variants)}")
-    outcome = {"preset": pipeline.run(preset, force=force, log=log)}
-    for i, (name, overrides) in enumerate(variants.items(), 1):
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; the sweep has {sorted(sweep.variants)}")
+    outcome = {"preset": pipeline.run(sweep.preset, force=force, log=log)}
+    for i, name in enumerate(sweep.variants, 1):
         if only is not None and name not in only:
             continue
-        log(f"=== variant {i}/{len(variants)}: {name}")
-        outcome[name] = pipeline.run(preset, {**sweep.common, **overrides, "name": variant_name(preset, name)},
-                                     force=force, log=log)
-    outcome["experiments"] = pipeline.run(preset, {"experiments.sweep": str(Path(path).resolve())},
+        log(f"=== variant {i}/{len(sweep.variants)}: {name}")
+        outcome[name] = pipeline.run(sweep.preset, sweep.overrides(name), force=force, log=log)
+    outcome["experiments"] = pipeline.run(sweep.preset, {"experiments.sweep": str(Path(path).resolve())},
                                           force=("10_experiments", *force), stages=EXPERIMENT_STAGES, log=log)
     return outcome
 

@@ -69,6 +69,9 @@ def test_claims_rules_on_a_hand_made_table():
     assert claims.filter(like="naive pruning", axis=0).value.item() == 2.0  # min(60/30, 60/20)
     missing = paper_claims({"preset": runs["preset"], "random-init": runs["random-init"]}, reference="paper-recipe")
     assert missing.set_index("claim").filter(like="random-init", axis=0).holds.item() == "not run"
+    # a claim on a variant's own curve does not wait for the reference
+    alone = paper_claims({"preset": runs["preset"], "every-4th": run(60, [70, 20])}, reference="paper-recipe")
+    assert alone.set_index("claim").filter(like="every 4th", axis=0).holds.item() is True
 
 
 def test_a_sweep_names_an_existing_reference(tmp_path, run_config):

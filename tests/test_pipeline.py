@@ -1,5 +1,7 @@
 """The runner executes every notebook with papermill on the tiny model, then caches and invalidates."""
+import hashlib
 import json
+from dataclasses import asdict
 
 import pandas as pd
 import pytest
@@ -59,9 +61,6 @@ def test_unknown_config_key_is_rejected(run_config):
 
 def test_an_option_at_its_default_leaves_cache_keys_alone(run_config):
     """`distill.patch_prob` came after runs were cached: at 0 it must not change their keys; set, it must."""
-    import hashlib
-    from dataclasses import asdict
-
     cfg = load_config(run_config)
     before = asdict(cfg.distill)
     del before["patch_prob"]  # the section as it was hashed before the option existed
