@@ -60,6 +60,9 @@ class PruneConfig:
     student: str | None = None
 
 
+PATCH_DRAWS = ("subsets", "ends")
+
+
 @dataclass
 class DistillConfig:
     """Loss `CE + kl_weight·τ²·KL + cos_weight/num_pairs·Σ(1−cos)` (+ optional terms) and its optimiser.
@@ -90,11 +93,18 @@ class DistillConfig:
     # (one to all but one multi-layer blocks patched in, chosen at random), so that student layers learn
     # to work beside teacher blocks. One process only.
     patch_prob: float = field(default=0.0, metadata={"keyed_when_set": True})
+    # Which blocks those steps patch: "subsets" (any, at random) or "ends" (the first or the last k, the
+    # interpolants that the two patch orders evaluate).
+    patch_draw: str = field(default="subsets", metadata={"keyed_when_set": True})
     train_embeddings: bool = True  # False freezes embeddings, final norm and LM head at the teacher's
     freeze_unpruned_blocks: bool = False  # freeze student layers whose block is one teacher layer
     mixed_precision: str = "bf16"
     checkpoint_every: int = 50
     num_processes: int = 1
+
+    def __post_init__(self):
+        if self.patch_draw not in PATCH_DRAWS:
+            raise ValueError(f"unknown distill.patch_draw {self.patch_draw!r}; choose one of {PATCH_DRAWS}")
 
 
 @dataclass

@@ -108,17 +108,22 @@ def teacher_forced_states(student, teacher_hidden, alignment: list[int], input_i
             hook.remove()
 
 
-def random_interpolant(teacher, student, layout: Layout, patch_prob: float, seed: int, draw: int):
-    """For a patch-aware step: with probability `patch_prob`, the student with a random number (one to all
-    but one) of its multi-layer blocks replaced by their teacher blocks, chosen at random, and the indices
-    of its hidden states at the student's block boundaries; otherwise `(student, None)`. Seeded by `draw`,
-    so a resumed run draws the same models."""
+def random_interpolant(teacher, student, layout: Layout, d: DistillConfig, seed: int, draw: int):
+    """For a patch-aware step: with probability `d.patch_prob`, the student with a random number (one to all
+    but one) of its multi-layer blocks replaced by their teacher blocks, and the indices of its hidden
+    states at the student's block boundaries; otherwise `(student, None)`. `d.patch_draw` "subsets" picks
+    the blocks at random, "ends" takes the first or the last ones (what the two patch orders build).
+    Seeded by `draw`, so a resumed run draws the same models."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + draw)
     multi = [i for i, block in enumerate(layout.blocks) if len(block) > 1]
-    if len(multi) < 2 or torch.rand((), generator=g).item() >= patch_prob:
+    if len(multi) < 2 or torch.rand((), generator=g).item() >= d.patch_prob:
         return student, None
     count = int(torch.randint(1, len(multi), (), generator=g))
-    chosen = {multi[i] for i in torch.randperm(len(multi), generator=g)[:count].tolist()}
+    if d.patch_draw == "subsets":
+        chosen = {multi[i] for i in torch.randperm(len(multi), generator=g)[:count].tolist()}
+    else:
+        from_last = bool(torch.randint(2, (), generator=g))
+        chosen = set(multi[-count:] if from_last else multi[:count])
     boundaries = [0]
     for i, block in enumerate(layout.blocks):
         boundaries.append(boundaries[-1] + (len(block) if i in chosen else 1))
@@ -220,7 +225,7 @@ def train(
                 model, boundaries = student, None
                 if d.patch_prob:
                     model, boundaries = random_interpolant(teacher, accelerator.unwrap_model(student), layout,
-                                                           d.patch_prob, cfg.seed, step * d.grad_accum + micro)
+                                                           d, cfg.seed, step * d.grad_accum + micro)
                 if boundaries is None:
                     s_out = student(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
                 else:

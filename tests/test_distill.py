@@ -72,29 +72,37 @@ def test_terms_ignore_padded_positions():
         assert abs(a[term] - b[term]) < 1e-6, term
 
 
-def test_patch_aware_steps_run_random_interpolants_read_at_block_boundaries():
+@pytest.mark.parametrize("patch_draw", ["subsets", "ends"])
+def test_patch_aware_steps_run_random_interpolants_read_at_block_boundaries(patch_draw):
     teacher = tiny_model("llama", num_layers=10)
     layout = layout_from_rule(10, 1, 2, 2)  # blocks [0,1] [2,3] [4,5] [6,7] [8] [9]
     student = build_student(teacher, layout).eval()
     x, mask = torch.randint(0, VOCAB, (1, 8)), torch.ones(1, 8, dtype=torch.long)
-    draws = [random_interpolant(teacher, student, layout, 0.5, seed=0, draw=d) for d in range(200)]
+    cfg = DistillConfig(patch_prob=0.5, patch_draw=patch_draw)
+    draws = [random_interpolant(teacher, student, layout, cfg, seed=0, draw=d) for d in range(200)]
     assert 0.35 < sum(b is not None for _, b in draws) / 200 < 0.65
-    assert random_interpolant(teacher, student, layout, 0.0, 0, 7) == (student, None)
-    sizes = set()
+    assert random_interpolant(teacher, student, layout, DistillConfig(), 0, 7) == (student, None)
+    drawn = set()
     for model, bounds in (d for d in draws if d[1] is not None):
         widths = [b - a for a, b in zip(bounds, bounds[1:])]
         patched = [i for i, w in enumerate(widths) if w > 1]
         assert len(bounds) == len(layout.alignment) and bounds[-1] == len(decoder_layers(model))
         assert 1 <= len(patched) <= 3 and all(w == len(layout.blocks[i]) for i, w in enumerate(widths) if w > 1)
-        sizes.add(len(patched))
+        drawn.add(tuple(patched))
         with torch.no_grad():
             mixed, own = outputs(model, x, mask).hidden_states, outputs(student, x, mask).hidden_states
         # up to the first patched block the interpolant computes exactly what the student does
         for j in range(patched[0] + 1):
             assert torch.equal(mixed[bounds[j]], own[j])
-    assert sizes == {1, 2, 3}
-    again = random_interpolant(teacher, student, layout, 0.5, seed=0, draw=3)[1]
+    ends = {(0,), (0, 1), (0, 1, 2), (3,), (2, 3), (1, 2, 3)}  # what the two patch orders build
+    assert drawn == ends if patch_draw == "ends" else drawn > ends
+    again = random_interpolant(teacher, student, layout, cfg, seed=0, draw=3)[1]
     assert again == draws[3][1]
+
+
+def test_unknown_patch_draw_is_refused():
+    with pytest.raises(ValueError, match="patch_draw"):
+        DistillConfig(patch_draw="middle")
 
 
 @pytest.mark.parametrize("patch_prob", [0.0, 0.5])
