@@ -70,21 +70,24 @@ def variant_name(preset: str, variant: str) -> str:
 
 
 def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, force: tuple[str, ...] = (),
-              log=print) -> dict[str, dict[str, str]]:
+              log=print, dry_run: bool = False) -> dict[str, dict[str, str]]:
     """Run the preset, the variants (all, or those in `only`; `()` for none) and the experiment notebooks;
-    `force` re-runs the named stages of every run (e.g. `07_figures` to redraw after a plotting change)."""
+    `force` re-runs the named stages of every run (e.g. `07_figures` to redraw after a plotting change).
+    `dry_run` runs nothing and says what would run."""
     sweep = read_sweep(path)
     unknown = set(only or ()) - set(sweep.variants)
     if unknown:
         raise SystemExit(f"unknown variant(s) {sorted(unknown)}; the sweep has {sorted(sweep.variants)}")
-    outcome = {"preset": pipeline.run(sweep.preset, force=force, log=log)}
+    outcome = {"preset": pipeline.run(sweep.preset, force=force, log=log, dry_run=dry_run)}
     for i, name in enumerate(sweep.variants, 1):
         if only is not None and name not in only:
             continue
         log(f"=== variant {i}/{len(sweep.variants)}: {name}")
-        outcome[name] = pipeline.run(sweep.preset, sweep.overrides(name), force=force, log=log)
+        outcome[name] = pipeline.run(sweep.preset, sweep.overrides(name), force=force, log=log,
+                                     dry_run=dry_run)
     outcome["experiments"] = pipeline.run(sweep.preset, {"experiments.sweep": str(Path(path).resolve())},
-                                          force=("10_experiments", *force), stages=EXPERIMENT_STAGES, log=log)
+                                          force=("10_experiments", *force), stages=EXPERIMENT_STAGES, log=log,
+                                          dry_run=dry_run)
     return outcome
 
 
@@ -94,10 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", default=None,
                         help="variants to run (default: all; `--only` alone: none, just the figures)")
     parser.add_argument("--force", nargs="*", default=(), help="stage names to re-run in every run, e.g. 07_figures")
+    parser.add_argument("--dry-run", action="store_true", help="say which stages of which runs would run; run nothing")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     only = None if args.only is None else tuple(args.only)
-    print(json.dumps(run_sweep(args.sweep, only, tuple(args.force)), indent=2))
+    print(json.dumps(run_sweep(args.sweep, only, tuple(args.force), dry_run=args.dry_run), indent=2))
     print(f"experiments finished in {time.perf_counter() - start:.0f}s")
 
 

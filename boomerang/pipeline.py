@@ -62,8 +62,9 @@ def _record_path(cfg: RunConfig, stage: Stage) -> Path:
 
 
 def run(config: str, overrides: dict | None = None, force: tuple[str, ...] = (), stages=STAGES,
-        notebooks: Path = NOTEBOOKS, log=print) -> dict[str, str]:
-    """Execute the stages; returns each stage's outcome ('cached' or 'ran in Ns')."""
+        notebooks: Path = NOTEBOOKS, log=print, dry_run: bool = False) -> dict[str, str]:
+    """Execute the stages; returns each stage's outcome ('cached' or 'ran in Ns'). A dry run executes and
+    writes nothing and says which stages would run ('would run: <why>')."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -72,7 +73,6 @@ def run(config: str, overrides: dict | None = None, force: tuple[str, ...] = (),
     overrides = overrides or {}
     cfg = load_config(config, overrides)
     executed_dir = cfg.results_dir / "notebooks"
-    executed_dir.mkdir(parents=True, exist_ok=True)
     outcome, invalidated, key = {}, False, ""
     for stage in stages:
         # the notebook is read once: the key and the execution see the same source, even if the file
@@ -85,8 +85,15 @@ def run(config: str, overrides: dict | None = None, force: tuple[str, ...] = (),
             outcome[stage.name] = "cached"
             log(f"[{stage.name}] cached (key {key})")
             continue
+        why = ("forced" if stage.name in force else "an earlier stage runs" if invalidated
+               else "inputs changed" if record.exists() else "never ran")
         invalidated = True  # a re-run stage forces every later stage to run too
-        log(f"[{stage.name}] running ...")
+        if dry_run:
+            outcome[stage.name] = f"would run: {why}"
+            log(f"[{stage.name}] would run: {why} (key {key})")
+            continue
+        log(f"[{stage.name}] running ({why}) ...")
+        executed_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         output = executed_dir / stage.notebook
         try:
@@ -114,9 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="configs/smollm2-cpu.yaml", help="preset YAML (configs/)")
     parser.add_argument("--override", default="{}", help='JSON of dotted overrides, e.g. \'{"distill.steps": 10}\'')
     parser.add_argument("--force", nargs="*", default=(), help="stage names to re-run even if cached")
+    parser.add_argument("--dry-run", action="store_true", help="say which stages would run; run nothing")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    outcome = run(args.config, json.loads(args.override), tuple(args.force))
+    outcome = run(args.config, json.loads(args.override), tuple(args.force), dry_run=args.dry_run)
     print(json.dumps(outcome, indent=2))
     print(f"pipeline finished in {time.perf_counter() - start:.0f}s")
 

@@ -42,6 +42,13 @@ def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released
     again = run_sweep(sweep, log=lambda *_: None)
     assert set(again["random-init"].values()) == {"cached"}
     assert again["experiments"]["08_layer_pruning"] == "cached"
+    # a dry run with a new variant setting names exactly the stages it would re-run
+    sweep.write_text(yaml.safe_dump({"preset": run_config.name, "common": {"lm_eval.tasks": []},
+                                     "variants": {"random-init": {"prune.init": "random", "distill.lr": 1e-4}}}))
+    planned = run_sweep(sweep, log=lambda *_: None, dry_run=True)
+    assert set(planned["preset"].values()) == {"cached"}
+    assert [v == "cached" for v in planned["random-init"].values()] == [True] + [False] * 6
+    assert planned["experiments"]["10_experiments"] == "would run: forced"
 
 
 def test_claims_rules_on_a_hand_made_table():

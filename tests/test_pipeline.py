@@ -38,6 +38,14 @@ def test_every_notebook_runs_then_caches(run_config, monkeypatch):
     again = pipeline.run(str(run_config), log=lambda *_: None)
     assert set(again.values()) == {"cached"}
 
+    # a dry run says what a changed setting would re-run, and runs and writes nothing
+    records = {p: p.read_bytes() for p in (cfg.run_dir / "stages").iterdir()}
+    planned = pipeline.run(str(run_config), {"interpolate.orders": ["first_to_last"]}, log=lambda *_: None,
+                           dry_run=True)
+    assert list(planned.values()) == ["cached"] * 2 + ["would run: inputs changed"] + \
+        ["would run: an earlier stage runs"] * 4
+    assert records == {p: p.read_bytes() for p in (cfg.run_dir / "stages").iterdir()}
+
     # a changed evaluation setting re-runs evaluation and what follows, not pruning or distillation
     changed = pipeline.run(str(run_config), {"evaluate.eval_tokens": 128}, log=lambda *_: None)
     assert [changed[s.name] == "cached" for s in pipeline.STAGES] == [True, True, True, False, False, False, False]
@@ -60,10 +68,12 @@ def test_unknown_config_key_is_rejected(run_config):
 
 
 def test_an_option_at_its_default_leaves_cache_keys_alone(run_config):
-    """`distill.patch_prob` came after runs were cached: at 0 it must not change their keys; set, it must."""
+    """`distill.patch_prob` and `patch_draw` came after runs were cached: at their defaults they must not
+    change their keys; set, they must."""
     cfg = load_config(run_config)
     before = asdict(cfg.distill)
-    del before["patch_prob"]  # the section as it was hashed before the option existed
+    del before["patch_prob"], before["patch_draw"]  # the section as it was hashed before the options existed
     old_key = hashlib.sha256(json.dumps({"distill": before}, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.digest("distill") == old_key
-    assert load_config(run_config, {"distill.patch_prob": 0.5}).digest("distill") != old_key
+    for option, value in (("patch_prob", 0.5), ("patch_draw", "ends")):
+        assert load_config(run_config, {f"distill.{option}": value}).digest("distill") != old_key
