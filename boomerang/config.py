@@ -67,8 +67,8 @@ PATCH_DRAWS = ("subsets", "ends")
 class DistillConfig:
     """Loss `CE + kl_weight·τ²·KL + cos_weight/num_pairs·Σ(1−cos)` (+ optional terms) and its optimiser.
 
-    Defaults are the paper's; `mse_weight`, `forced_weight` and `patch_prob` are this project's CPU-budget
-    levers."""
+    Defaults are the paper's; `mse_weight`, `forced_weight`, `patch_prob` and `patch_draw` are this
+    project's CPU-budget levers."""
 
     steps: int = 500
     batch_size: int = 8
