@@ -105,6 +105,9 @@ class DistillConfig:
     def __post_init__(self):
         if self.patch_draw not in PATCH_DRAWS:
             raise ValueError(f"unknown distill.patch_draw {self.patch_draw!r}; choose one of {PATCH_DRAWS}")
+        if self.patch_draw != "subsets" and not self.patch_prob:
+            # it would change nothing but the cache key, and so re-run distillation for nothing
+            raise ValueError("distill.patch_draw acts only on patch-aware steps; set distill.patch_prob > 0")
 
 
 @dataclass

@@ -100,9 +100,11 @@ def test_patch_aware_steps_run_random_interpolants_read_at_block_boundaries(patc
     assert again == draws[3][1]
 
 
-def test_unknown_patch_draw_is_refused():
+def test_unknown_or_idle_patch_draw_is_refused():
     with pytest.raises(ValueError, match="patch_draw"):
         DistillConfig(patch_draw="middle")
+    with pytest.raises(ValueError, match="patch_prob"):  # no patch-aware steps to draw for
+        DistillConfig(patch_draw="ends")
 
 
 @pytest.mark.parametrize("patch_prob", [0.0, 0.5])
