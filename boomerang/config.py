@@ -67,8 +67,8 @@ PATCH_DRAWS = ("subsets", "ends")
 class DistillConfig:
     """Loss `CE + kl_weight·τ²·KL + cos_weight/num_pairs·Σ(1−cos)` (+ optional terms) and its optimiser.
 
-    Defaults are the paper's; `mse_weight`, `forced_weight`, `patch_prob` and `patch_draw` are this
-    project's CPU-budget levers."""
+    Defaults are the paper's; `mse_weight`, `forced_weight`, `patch_prob`, `patch_draw` and `tail_weight` are
+    this project's CPU-budget levers."""
 
     steps: int = 500
     batch_size: int = 8
@@ -96,6 +96,10 @@ class DistillConfig:
     # Which blocks those steps patch: "subsets" (any, at random) or "ends" (the first or the last k, the
     # interpolants that the two patch orders evaluate).
     patch_draw: str = field(default="subsets", metadata={"keyed_when_set": True})
+    # Beyond the paper (0 = off): weight of `CE + kl_weight·τ²·KL` read on the logits of the student whose
+    # blocks from its last multi-layer one on are the teacher's (`distill.TeacherTail`), so the state
+    # entering that block is one the teacher's layers can consume. Every 16th position.
+    tail_weight: float = field(default=0.0, metadata={"keyed_when_set": True})
     train_embeddings: bool = True  # False freezes embeddings, final norm and LM head at the teacher's
     freeze_unpruned_blocks: bool = False  # freeze student layers whose block is one teacher layer
     mixed_precision: str = "bf16"

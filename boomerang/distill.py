@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
 
-from .arch import adapter_for, decoder_layers
+from .arch import adapter_for, assemble, decoder_layers
 from .config import DistillConfig, RunConfig, load_config
 from .data import train_batches
 from .io import read_json, write_csv, write_json
@@ -43,23 +43,28 @@ def _relative_sq_error(student: torch.Tensor, teacher: torch.Tensor, mask: torch
     return _masked_mean((s - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(1e-6), mask)
 
 
+def _kl_to_teacher(t_logp: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, tau: float) -> torch.Tensor:
+    """τ²·KL(p_T/τ ‖ p/τ) averaged over real tokens."""
+    logp = F.log_softmax(logits.float() / tau, dim=-1)
+    return _masked_mean((t_logp.exp() * (t_logp - logp)).sum(-1), mask) * tau**2
+
+
 def distillation_loss(
     student_out, teacher_out, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     alignment: list[int], cfg: DistillConfig, forced_hidden: tuple[torch.Tensor, ...] | None = None,
+    tail: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its terms. `alignment[j]` is the teacher hidden-state index for student index j;
-    `forced_hidden` are the student's teacher-forced hidden states (see `teacher_forced_states`)."""
+    `forced_hidden` are the student's teacher-forced hidden states (see `teacher_forced_states`) and
+    `tail` the logits of the teacher's tail run on the student's state, and their positions (`TeacherTail`)."""
     mask = attention_mask.float()
     s_logits, t_logits = student_out.logits.float(), teacher_out.logits.float()
 
     labels = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
     ce = F.cross_entropy(s_logits[:, :-1].flatten(0, 1), labels.flatten())
 
-    tau = cfg.temperature
-    t_logp = F.log_softmax(t_logits / tau, dim=-1)
-    s_logp = F.log_softmax(s_logits / tau, dim=-1)
-    kl_per_token = (t_logp.exp() * (t_logp - s_logp)).sum(-1)
-    kl = _masked_mean(kl_per_token, mask) * tau**2
+    t_logp = F.log_softmax(t_logits / cfg.temperature, dim=-1)
+    kl = _kl_to_teacher(t_logp, s_logits, mask, cfg.temperature)
 
     s_hidden, t_hidden = student_out.hidden_states, teacher_out.hidden_states
     if len(s_hidden) != len(alignment):
@@ -81,6 +86,14 @@ def distillation_loss(
                               for j, t in enumerate(alignment) if j > 0]).mean()
         total = total + cfg.forced_weight * forced
         terms["forced"] = forced.item()
+    if cfg.tail_weight:
+        tail_logits, positions = tail
+        next_ids = F.pad(labels, (0, 1), value=-100)[:, positions]  # the last position has no next token
+        tail_ce = F.cross_entropy(tail_logits.float().flatten(0, 1), next_ids.flatten())
+        tail_kl = _kl_to_teacher(t_logp[:, positions], tail_logits, mask[:, positions], cfg.temperature)
+        tail_loss = cfg.ce_weight * tail_ce + cfg.kl_weight * tail_kl  # the student's own logit terms
+        total = total + cfg.tail_weight * tail_loss
+        terms["tail"] = tail_loss.item()
     return total, {"loss": total.item(), **terms}
 
 
@@ -106,6 +119,39 @@ def teacher_forced_states(student, teacher_hidden, alignment: list[int], input_i
     finally:
         for hook in hooks:
             hook.remove()
+
+
+class TeacherTail:
+    """The teacher's layers from the student's last multi-layer block on, with its final norm and head.
+
+    Fed the student's hidden state entering that block, it gives the logits of the smallest interpolant
+    that patching last → first builds with more layers than the student, without re-running the student's
+    layers below the block. On SmolLM2 that block is the one whose patching costs the most (notebook 2):
+    the student's own layer there learns from the CE on the training text, the teacher's layers do not,
+    so the tail is trained on the student's logit loss (`distill.tail_weight`) through the layers below.
+    The KL is read at every `stride`-th position: on CPU the LM head over SmolLM2's 49k-token vocabulary
+    costs far more than the tail's layers (a student step takes 1.75 s forward and backward; the tail adds
+    1.1 s at every position, 0.1 s at every 16th).
+    """
+
+    def __init__(self, teacher, layout: Layout, stride: int = 16):
+        multi = [i for i, block in enumerate(layout.blocks) if len(block) > 1]
+        if not multi:
+            raise ValueError("distill.tail_weight needs a layout with a multi-layer block")
+        if adapter_for(teacher).rotary is None:  # positions would be added to the fed state a second time
+            raise NotImplementedError(f"distill.tail_weight needs rotary positions; {teacher.config.model_type!r} "
+                                      "adds absolute position embeddings to its input")
+        self.block = multi[-1]
+        layers = [(teacher, j) for block in layout.blocks[self.block:] for j in block]
+        self.model = assemble(teacher.config, layers, teacher, teacher).eval()
+        self.stride = stride
+
+    def logits(self, student_hidden: tuple[torch.Tensor, ...], attention_mask: torch.Tensor):
+        """Logits and their positions; `student_hidden[i]` is the state entering student block i."""
+        positions = torch.arange(self.stride - 1, attention_mask.shape[1], self.stride, device=attention_mask.device)
+        out = self.model(inputs_embeds=student_hidden[self.block], attention_mask=attention_mask,
+                         logits_to_keep=positions)
+        return out.logits, positions
 
 
 def random_interpolant(teacher, student, layout: Layout, d: DistillConfig, seed: int, draw: int):
@@ -196,6 +242,7 @@ def train(
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, math.ceil(d.warmup_frac * d.steps), d.steps, min_lr_rate=d.min_lr_frac)
     student, optimizer = accelerator.prepare(student, optimizer)
+    tail = TeacherTail(teacher, layout) if d.tail_weight else None
 
     start, rows = 0, []
     latest = _latest_checkpoint(ckpt_root)
@@ -238,7 +285,12 @@ def train(
                     with accelerator.autocast():
                         forced = teacher_forced_states(accelerator.unwrap_model(student), t_out.hidden_states,
                                                        layout.alignment, input_ids, mask)
-                loss, terms = distillation_loss(s_out, t_out, input_ids, mask, layout.alignment, d, forced)
+                tail_out = None
+                if tail is not None:
+                    with accelerator.autocast():
+                        tail_out = tail.logits(s_out.hidden_states, mask)
+                loss, terms = distillation_loss(s_out, t_out, input_ids, mask, layout.alignment, d, forced,
+                                                tail_out)
                 if d.patch_prob:
                     terms["extra_layers"] = 0 if boundaries is None else boundaries[-1] - layout.num_blocks
                 accelerator.backward(loss / d.grad_accum)

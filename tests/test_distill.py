@@ -6,7 +6,8 @@ import torch
 
 from boomerang.arch import decoder_layers
 from boomerang.config import DistillConfig, load_config
-from boomerang.distill import distillation_loss, random_interpolant, teacher_forced_states, train
+from boomerang.distill import TeacherTail, distillation_loss, random_interpolant, teacher_forced_states, train
+from boomerang.patch import patch
 from boomerang.prune import Layout, build_student, layout_from_rule, load_student, prune_run
 from boomerang.teacher import load_teacher
 from tests.conftest import VOCAB, tiny_model
@@ -70,6 +71,35 @@ def test_terms_ignore_padded_positions():
     _, b = distillation_loss(scrambled(s_out), scrambled(t_out), x, mask, layout.alignment, DistillConfig())
     for term in ("kl", "cos"):
         assert abs(a[term] - b[term]) < 1e-6, term
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_teacher_tail_is_the_interpolant_patched_from_the_last_multi_layer_block(family):
+    teacher = tiny_model(family)
+    layout = layout_from_rule(6, 1, 2, 2)  # blocks [0,1] [2,3] [4] [5]: the tail is teacher layers 2 to 5
+    student = build_student(teacher, layout).eval()
+    x, mask = torch.randint(0, VOCAB, (2, 12)), torch.ones(2, 12, dtype=torch.long)
+    tail = TeacherTail(teacher, layout, stride=3)
+    with torch.no_grad():
+        logits, positions = tail.logits(outputs(student, x, mask).hidden_states, mask)
+        patched = patch(teacher, student, layout, {1, 2, 3})(input_ids=x, attention_mask=mask).logits
+    assert tail.block == 1 and positions.tolist() == [2, 5, 8, 11]
+    assert torch.allclose(logits, patched[:, positions], atol=1e-5)
+    t_out = outputs(teacher, x, mask)
+    # the teacher's own logits as the tail's: no KL, so the term is the CE at those positions, of which the
+    # last (11) has no next token
+    _, terms = distillation_loss(t_out, t_out, x, mask, Layout(tuple(range(6)), 6).alignment,
+                                 DistillConfig(tail_weight=1.0), tail=(t_out.logits[:, positions], positions))
+    ce = torch.nn.functional.cross_entropy(t_out.logits[:, [2, 5, 8]].flatten(0, 1), x[:, [3, 6, 9]].flatten())
+    assert abs(terms["tail"] - ce.item()) < 1e-5
+
+
+def test_teacher_tail_refuses_absolute_positions_and_layouts_without_a_block():
+    teacher = tiny_model("llama")
+    with pytest.raises(ValueError, match="multi-layer"):
+        TeacherTail(teacher, Layout(tuple(range(6)), 6))
+    with pytest.raises(NotImplementedError, match="gpt2"):
+        TeacherTail(tiny_model("gpt2"), layout_from_rule(6, 1, 2, 2))
 
 
 @pytest.mark.parametrize("patch_draw", ["subsets", "ends"])
