@@ -148,7 +148,8 @@ class TeacherTail:
 
     def logits(self, student_hidden: tuple[torch.Tensor, ...], attention_mask: torch.Tensor):
         """Logits and their positions; `student_hidden[i]` is the state entering student block i."""
-        positions = torch.arange(self.stride - 1, attention_mask.shape[1], self.stride, device=attention_mask.device)
+        length = attention_mask.shape[1]  # the first position is one with a next token, however short
+        positions = torch.arange(min(self.stride, length - 1) - 1, length, self.stride, device=attention_mask.device)
         out = self.model(inputs_embeds=student_hidden[self.block], attention_mask=attention_mask,
                          logits_to_keep=positions)
         return out.logits, positions

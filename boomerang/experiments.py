@@ -4,7 +4,7 @@ A sweep file (configs/sweeps/) names a preset and variants, each a dict of overr
 ordinary pipeline under the run name `<preset>--<variant>`, so every stage is cached per variant and the
 teacher, the text and the token cache are shared. The ablations are compared with the sweep's `reference`:
 the preset's own run, or a variant (the CPU sweep's `paper-recipe`, the paper's loss without the preset's
-patch-aware steps). Then `08_layer_pruning` (ShortGPT, LaCo, FLOPs), `09_offshelf_pairs`
+patch-aware steps and tail term). Then `08_layer_pruning` (ShortGPT, LaCo, FLOPs), `09_offshelf_pairs`
 (released distilled models and their teachers, hub presets only) and `10_experiments` (one figure per paper
 figure, `claims.csv`) run on the preset.
 

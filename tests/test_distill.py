@@ -137,11 +137,11 @@ def test_unknown_or_idle_patch_draw_is_refused():
         DistillConfig(patch_draw="ends")
 
 
-@pytest.mark.parametrize("patch_prob", [0.0, 0.5])
-def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path, patch_prob):
+@pytest.mark.parametrize("patch_prob, tail_weight", [(0.0, 0.0), (0.5, 1.0)])  # the paper's; the CPU preset's
+def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path, patch_prob, tail_weight):
     def distil(name, interrupt_at=None):
         cfg = load_config(run_config, {"name": name, "distill.steps": 6, "distill.checkpoint_every": 2,
-                                       "distill.patch_prob": patch_prob})
+                                       "distill.patch_prob": patch_prob, "distill.tail_weight": tail_weight})
         teacher, tok = load_teacher(cfg.teacher)
         prune_run(cfg, teacher, tok)
         args = (cfg, cfg.run_dir / "student_init", cfg.run_dir / "student", cfg.results_dir / "log.csv")
@@ -155,12 +155,15 @@ def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path, patch_prob):
     resumed, log_b = distil("resumed", interrupt_at=3)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
-    cols = ["step", "tokens", "lr", "loss", "ce", "kl", "cos", "grad_norm"] + (["extra_layers"] if patch_prob else [])
+    cols = (["step", "tokens", "lr", "loss", "ce", "kl", "cos", "grad_norm"] + (["extra_layers"] if patch_prob else [])
+            + (["tail"] if tail_weight else []))
     pd.testing.assert_frame_equal(log_a[cols], log_b[cols])
     if patch_prob:  # some steps ran an interpolant (its extra teacher layers), some the student
         assert set(log_a.extra_layers) == {0, 1}
     else:  # batches differ per step: compare the mean
         assert log_a.loss.iloc[1:].mean() < log_a.loss.iloc[0]
+    if tail_weight:  # the tail term is logged at every step (NaN compares False)
+        assert (log_a["tail"] > 0).all()
 
 
 def test_two_processes_share_the_work(run_config):
