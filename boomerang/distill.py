@@ -30,7 +30,7 @@ from .data import train_batches
 from .io import read_json, write_csv, write_json
 from .patch import patch
 from .prune import Layout, read_layout, save_student
-from .teacher import load_teacher
+from .teacher import default_device, load_teacher
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -220,7 +220,7 @@ def train(
     # Checkpoints are keyed by everything that shapes training, so a changed config never resumes them.
     ckpt_root = out_dir.parent / "checkpoints" / cfg.digest("seed", "teacher", "prune", "data", "distill")
     mixed = d.mixed_precision if d.mixed_precision in ("bf16", "fp16") else "no"
-    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=mixed, cpu=default_device().type == "cpu")
     if d.forced_weight and accelerator.num_processes > 1:
         raise NotImplementedError("distill.forced_weight runs a second forward pass, which DDP/FSDP "
                                   "does not allow before backward; use it with one process")
@@ -229,12 +229,14 @@ def train(
                                   "use it with one process")
     torch.manual_seed(cfg.seed)
 
-    teacher, tokenizer = load_teacher(cfg.teacher)
-    teacher.to(accelerator.device)
+    teacher, tokenizer = load_teacher(cfg.teacher, accelerator.device)
     # fp32 master weights whatever the teacher's dtype; bf16 enters through autocast.
     student = AutoModelForCausalLM.from_pretrained(str(init_dir), dtype=torch.float32)
     layout = read_layout(init_dir)
     student.train()
+    if d.gradient_checkpointing:  # transformers renamed it late in 5.x; the old name warns from then on
+        enable = getattr(student, "activation_checkpointing_enable", None) or student.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
     if not d.train_embeddings:
         _freeze_embeddings_and_head(student)
     if d.freeze_unpruned_blocks:

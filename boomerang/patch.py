@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from .arch import assemble
 from .io import atomic_path
@@ -81,6 +81,16 @@ def export(model: PreTrainedModel, path: str | Path, tokenizer=None) -> None:
             tokenizer.save_pretrained(out)
 
 
+@torch.no_grad()
+def export_round_trip(model: PreTrainedModel, path: str | Path, tokenizer, input_ids: torch.Tensor) -> float:
+    """Export `model`, load it back with plain `from_pretrained` on its device, and return the largest
+    |logit| difference on `input_ids` (0 when the checkpoint stands on its own)."""
+    export(model, path, tokenizer)
+    reloaded = AutoModelForCausalLM.from_pretrained(str(path), dtype=model.dtype).to(model.device).eval()
+    input_ids = input_ids.to(model.device)
+    return (reloaded(input_ids).logits - model(input_ids).logits).abs().max().item()
+
+
 def unique_tensor_bytes(models: Iterable[torch.nn.Module]) -> int:
     """Bytes of distinct storage behind all parameters and buffers of `models` (shared tensors once)."""
     seen: dict[int, int] = {}
@@ -106,6 +116,7 @@ def interpolation_table(teacher, student, layout: Layout, orders: Iterable[str],
 def endpoint_gaps(teacher, student, layout: Layout, input_ids: torch.Tensor, order: str) -> dict[str, float]:
     """Max |logit difference| of k = M vs the teacher and k = 0 vs the student (both should be 0)."""
     m = layout.num_blocks
+    input_ids = input_ids.to(teacher.device)
     full = patch(teacher, student, layout, patched_blocks(m, m, order))
     none = patch(teacher, student, layout, patched_blocks(m, 0, order))
     return {

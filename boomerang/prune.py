@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from .arch import assemble, num_layers
 from .config import PruneConfig
 from .io import atomic_path, read_json, write_json
+from .teacher import default_device
 
 STUDENT_CONFIG = "student_config.json"
 
@@ -94,7 +95,7 @@ def build_student(teacher: PreTrainedModel, layout: Layout, init: str = "teacher
     student = assemble(teacher.config, [(teacher, j) for j in layout.kept], teacher, teacher, copy=init == "teacher")
     if init == "random":  # same architecture (config), fresh weights
         torch.manual_seed(seed)
-        student = AutoModelForCausalLM.from_config(student.config, dtype=teacher.dtype)
+        student = AutoModelForCausalLM.from_config(student.config, dtype=teacher.dtype).to(teacher.device)
     return student.train().requires_grad_(True)
 
 
@@ -123,10 +124,12 @@ def read_layout(path_or_id: str | Path) -> Layout:
     return Layout(tuple(kept), len(kept) + len(pruned))
 
 
-def load_student(path_or_id: str | Path, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, Layout]:
-    """Load a student saved by `save_student` or released on the hub; the pair patches unchanged."""
+def load_student(path_or_id: str | Path, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device | None = None) -> tuple[PreTrainedModel, Layout]:
+    """Load a student saved by `save_student` or released on the hub, on `device` (default: the teacher's,
+    `teacher.default_device()`); the pair patches unchanged."""
     model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype)
-    return model, read_layout(path_or_id)
+    return model.to(device or default_device()), read_layout(path_or_id)
 
 
 def distilled_student(cfg) -> str | Path:

@@ -67,10 +67,17 @@ def teacher_path(cfg: TeacherConfig) -> str:
     raise ValueError(f"teacher.source must be 'gguf_wheel' or 'hub', got {cfg.source!r}")
 
 
-def load_teacher(cfg: TeacherConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The frozen teacher in eval mode, and its tokenizer."""
+def default_device() -> torch.device:
+    """Where a run's models live: `$BOOMERANG_DEVICE` if set, else the GPU when there is one. Every stage
+    puts teacher and student there, and the models it builds from them follow their tensors."""
+    return torch.device(os.environ.get("BOOMERANG_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def load_teacher(cfg: TeacherConfig, device: str | torch.device | None = None
+                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The frozen teacher in eval mode on `device` (default: `default_device()`), and its tokenizer."""
     path = teacher_path(cfg)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype))
-    model.eval().requires_grad_(False)
+    model.to(device or default_device()).eval().requires_grad_(False)
     return model, tokenizer

@@ -12,6 +12,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (AutoModelForCausalLM, BertConfig, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, LlamaConfig,
                           MistralConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config)
 
+# The suite compares models it builds on the CPU; a GPU box opts in with BOOMERANG_DEVICE=cuda for the
+# tests that load their models through the package (distillation, the notebooks).
+os.environ.setdefault("BOOMERANG_DEVICE", "cpu")
+
 VOCAB = 101
 SMALL = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4)
 

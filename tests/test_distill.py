@@ -137,11 +137,13 @@ def test_unknown_or_idle_patch_draw_is_refused():
         DistillConfig(patch_draw="ends")
 
 
-@pytest.mark.parametrize("patch_prob, tail_weight", [(0.0, 0.0), (0.5, 1.0)])  # the paper's; the CPU preset's
-def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path, patch_prob, tail_weight):
+@pytest.mark.parametrize("patch_prob, tail_weight, checkpointing",  # the paper's; the CPU preset's; on a GPU box
+                         [(0.0, 0.0, False), (0.5, 1.0, False), (0.0, 0.0, True)])
+def test_resumed_run_equals_uninterrupted_run(run_config, tmp_path, patch_prob, tail_weight, checkpointing):
     def distil(name, interrupt_at=None):
         cfg = load_config(run_config, {"name": name, "distill.steps": 6, "distill.checkpoint_every": 2,
-                                       "distill.patch_prob": patch_prob, "distill.tail_weight": tail_weight})
+                                       "distill.patch_prob": patch_prob, "distill.tail_weight": tail_weight,
+                                       "distill.gradient_checkpointing": checkpointing})
         teacher, tok = load_teacher(cfg.teacher)
         prune_run(cfg, teacher, tok)
         args = (cfg, cfg.run_dir / "student_init", cfg.run_dir / "student", cfg.results_dir / "log.csv")
@@ -175,10 +177,24 @@ def test_two_processes_share_the_work(run_config):
     cfg = load_config(run_config, {"name": "ddp"})
     teacher, tok = load_teacher(cfg.teacher)
     prune_run(cfg, teacher, tok)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "BOOMERANG_DEVICE": "cpu"}  # two processes, one GPU at most
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "boomerang.distill",
                     "--config", str(run_config), "--override", '{"name": "ddp"}'],
                    check=True, env=env, capture_output=True)
     log = pd.read_csv(cfg.results_dir / "distill_log.csv")
     assert log.tokens.iloc[0] == 2 * cfg.distill.batch_size * cfg.data.seq_len
     assert len(log) == cfg.distill.steps and (cfg.run_dir / "student" / "student_config.json").exists()
+
+
+def test_gradient_checkpointing_changes_memory_not_numbers(run_config):
+    students = []
+    for checkpointing in (False, True):
+        cfg = load_config(run_config, {"name": f"checkpointing-{checkpointing}", "distill.steps": 3,
+                                       "distill.gradient_checkpointing": checkpointing})
+        teacher, tok = load_teacher(cfg.teacher)
+        prune_run(cfg, teacher, tok)
+        train(cfg, cfg.run_dir / "student_init", cfg.run_dir / "student", cfg.results_dir / "log.csv")
+        students.append(load_student(cfg.run_dir / "student")[0].state_dict())
+    assert students[0].keys() == students[1].keys()
+    for name in students[0]:
+        assert torch.equal(students[0][name], students[1][name]), name

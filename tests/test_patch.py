@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from boomerang.patch import (ORDERS, export, interpolants, patch, patched_blocks, sweep,
+from boomerang.patch import (ORDERS, export, export_round_trip, interpolants, patch, patched_blocks, sweep,
                              unique_tensor_bytes)
 from boomerang.prune import build_student, layout_from_rule, load_student, save_student
 from tests.conftest import FAMILY_CONFIGS, VOCAB, tiny_model
@@ -60,6 +60,16 @@ def test_export_round_trip(family, tmp_path):
     x = torch.randint(0, VOCAB, (2, 9))
     with torch.no_grad():
         assert torch.equal(reloaded(x).logits, model(x).logits)
+    assert export_round_trip(model, tmp_path / "again", None, x) == 0.0
+
+
+def test_students_load_where_the_run_puts_its_models(tmp_path, monkeypatch):
+    teacher, student, layout = trained_pair("llama")
+    save_student(student, layout, tmp_path / "s")
+    assert load_student(tmp_path / "s")[0].device.type == "cpu"  # conftest: BOOMERANG_DEVICE=cpu
+    monkeypatch.setenv("BOOMERANG_DEVICE", "meta")  # a device every machine has
+    assert {p.device.type for p in load_student(tmp_path / "s")[0].parameters()} == {"meta"}
+    assert load_student(tmp_path / "s", device="cpu")[0].device.type == "cpu"
 
 
 def test_released_student_patches_unchanged(tmp_path):

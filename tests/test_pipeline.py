@@ -68,11 +68,12 @@ def test_unknown_config_key_is_rejected(run_config):
 
 
 def test_an_option_at_its_default_leaves_cache_keys_alone(run_config):
-    """`distill.patch_prob`, `patch_draw` and `tail_weight` came after runs were cached: at their defaults
-    they must not change their keys; set, they must."""
+    """`distill.patch_prob`, `patch_draw`, `tail_weight` and `gradient_checkpointing` came after runs were
+    cached: at their defaults they must not change their keys; set, they must."""
     cfg = load_config(run_config)
     before = asdict(cfg.distill)
-    del before["patch_prob"], before["patch_draw"], before["tail_weight"]  # as hashed before they existed
+    for later in ("patch_prob", "patch_draw", "tail_weight", "gradient_checkpointing"):
+        del before[later]  # as hashed before they existed
     old_key = hashlib.sha256(json.dumps({"distill": before}, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.digest("distill") == old_key
     patch_aware = load_config(run_config, {"distill.patch_prob": 0.5}).digest("distill")
@@ -80,3 +81,4 @@ def test_an_option_at_its_default_leaves_cache_keys_alone(run_config):
     ends = load_config(run_config, {"distill.patch_prob": 0.5, "distill.patch_draw": "ends"}).digest("distill")
     assert ends not in (old_key, patch_aware)
     assert load_config(run_config, {"distill.tail_weight": 1.0}).digest("distill") != old_key
+    assert load_config(run_config, {"distill.gradient_checkpointing": True}).digest("distill") != old_key
