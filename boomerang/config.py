@@ -127,12 +127,18 @@ class InterpolateConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Held-out perplexity budget and batch size; `naive_pruning` adds the untrained baseline."""
+    """Held-out perplexity budget and batch size; `naive_pruning` adds the untrained baseline, at every
+    `naive_stride`-th intermediate size (layer count strictly between student and teacher) of each order."""
 
     eval_tokens: int = 16384
     batch_size: int = 8
     mixed_precision: str = "bf16"
     naive_pruning: bool = True
+    naive_stride: int = field(default=1, metadata={"keyed_when_set": True})
+
+    def __post_init__(self):
+        if self.naive_stride < 1:
+            raise ValueError("evaluate.naive_stride must be >= 1; evaluate.naive_pruning: false drops the baseline")
 
 
 @dataclass

@@ -64,37 +64,40 @@ def run_models(teacher, student, layout, orders, init_student=None, size_stride:
     layer was frozen at the teacher's the model is the student or the teacher again.
 
     Naive pruning is the same patching applied to the undistilled pruned student, i.e. the teacher with
-    the same layers removed. Models are built lazily and share the sources' tensors."""
-    m = layout.num_blocks
+    the same layers removed; it always strides over the distinct sizes, since in the undistilled student a
+    one-layer block is an exact copy of its teacher layer. Models are built lazily and share the sources'
+    tensors."""
+    m, n = layout.num_blocks, layout.num_teacher_layers
     naive = init_student is not None and naive_stride > 0
-    yield teacher, {"model": "teacher", "method": "teacher", "order": "none", "k": m,
-                    "num_layers": layout.num_teacher_layers}
+    yield teacher, {"model": "teacher", "method": "teacher", "order": "none", "k": m, "num_layers": n}
     yield student, {"model": "student", "method": "student", "order": "none", "k": 0, "num_layers": m}
     if naive:
         yield init_student, {"model": "naive_pruned_k0", "method": "naive_pruned", "order": "none", "k": 0,
                              "num_layers": m}
     for order in orders:
         sizes = interpolants(layout, order)[1:-1]
-        if distinct_sizes:
-            sizes = [s for s in sizes if m < s.num_layers < layout.num_teacher_layers]
-        for i, spec in enumerate(tqdm(sizes, desc=f"sizes ({order})")):
+        distinct = [s for s in sizes if m < s.num_layers < n]
+        naive_sizes = set(distinct[::naive_stride]) if naive else set()
+        for i, spec in enumerate(tqdm(distinct if distinct_sizes else sizes, desc=f"sizes ({order})")):
             labels = {"order": order, "k": spec.k, "num_layers": spec.num_layers}
             if i % size_stride == 0:
                 yield (patch(teacher, student, layout, spec.blocks),
                        {"model": f"interp_{order}_k{spec.k}", "method": "interpolated", **labels})
-            if naive and i % naive_stride == 0:
+            if spec in naive_sizes:
                 yield (patch(teacher, init_student, layout, spec.blocks),
                        {"model": f"naive_{order}_k{spec.k}", "method": "naive_pruned", **labels})
 
 
 def evaluate_run(cfg, teacher, tokenizer, student, layout) -> pd.DataFrame:
-    """Held-out perplexity of every model of `run_models` (naive pruning when `evaluate.naive_pruning`)."""
+    """Held-out perplexity of every model of `run_models`: every size, and naive pruning when
+    `evaluate.naive_pruning` (every `evaluate.naive_stride`-th size)."""
     e = cfg.evaluate
     init_student = build_student(teacher, layout).eval() if e.naive_pruning else None
     blocks = heldout_blocks(cfg.data, tokenizer, e.eval_tokens)
     tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
     rows: list[dict] = []
-    for model, labels in run_models(teacher, student, layout, cfg.interpolate.orders, init_student):
+    for model, labels in run_models(teacher, student, layout, cfg.interpolate.orders, init_student,
+                                    naive_stride=e.naive_stride):
         result = perplexity(model, blocks, e.batch_size, e.mixed_precision, desc=labels["model"])
         base = {**labels, **parameter_counts(model, tied), "task": "heldout", "batch_size": e.batch_size}
         rows.append({**base, "metric": "perplexity", "value": result["perplexity"],

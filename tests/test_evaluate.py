@@ -1,9 +1,12 @@
 import math
 
 import pandas as pd
+import pytest
 import torch
 
+from boomerang.config import EvaluateConfig
 from boomerang.evaluate import boomerang_checks, parameter_counts, perplexity, run_models
+from boomerang.patch import patch
 from boomerang.prune import Layout, build_student
 from tests.conftest import VOCAB, tiny_model
 
@@ -78,3 +81,11 @@ def test_run_models_strides_over_sizes_strictly_between_student_and_teacher():
     assert sizes("interpolated", distinct_sizes=True, size_stride=2) == [6]
     assert sizes("naive_pruned", distinct_sizes=True, naive_stride=2) == [5, 6]  # k = 0, then every 2nd size
     assert sizes("naive_pruned", naive_stride=0) == []
+    # naive pruning skips k = 1 either way: in the undistilled student block [0] is a copy of teacher layer 0
+    assert sizes("naive_pruned") == [5, 6, 7]
+    x = torch.randint(0, VOCAB, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(patch(teacher, student, layout, {0})(x).logits, student(x).logits)
+    assert sizes("naive_pruned", naive_stride=2) == [5, 6]
+    with pytest.raises(ValueError, match="naive_stride"):
+        EvaluateConfig(naive_stride=0)
