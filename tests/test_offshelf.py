@@ -91,8 +91,10 @@ def bert_tokenizer():
 
 
 def rows_per_pair(num_blocks=6, orders=2):
-    """teacher, student, naive k0, then per order every intermediate size interpolated and naive-pruned"""
-    return 3 + orders * (num_blocks - 1) * 2
+    """teacher, student, naive k0, then per order every intermediate size interpolated and naive pruning at
+    the sizes strictly between the endpoints: DistilBERT's layout ends in a one-layer block (layer 11), so
+    in each order one patch keeps an endpoint's size and its naive model would be that endpoint again."""
+    return 3 + orders * ((num_blocks - 1) + (num_blocks - 2))
 
 
 def test_released_masked_pair_from_disk_scored_at_every_size(tmp_path, corpus_dir):
