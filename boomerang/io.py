@@ -1,5 +1,5 @@
-"""Atomic writes: every file or directory appears complete or not at all, so an interrupted run never
-leaves a half-written artefact that a later stage would trust."""
+"""Files: atomic writes (every file or directory appears complete or not at all, so an interrupted run never
+leaves a half-written artefact that a later stage would trust) and the shared cache directory."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+
+from .config import REPO_ROOT
+
+
+def cache_dir() -> Path:
+    """Downloads and derived inputs shared by every run (teacher checkpoints, text, tokens):
+    `$BOOMERANG_CACHE`, else `.cache/` in the repository."""
+    return Path(os.environ.get("BOOMERANG_CACHE", REPO_ROOT / ".cache"))
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from boomerang.align import MinibatchCKA, aligned_cosines, cka_grid, layer_cosine, linear_cka, masked_tokens
+from boomerang.measure.align import MinibatchCKA, aligned_cosines, cka_grid, layer_cosine, linear_cka, masked_tokens
 from tests.conftest import VOCAB, tiny_model
 
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from boomerang.arch import decoder_layers
-from boomerang.baselines import block_influence, laco, merge_into_first, shortgpt
-from boomerang.flops import distillation_flops, flops_table, forward_flops_per_token
+from boomerang.core.arch import decoder_layers
+from boomerang.measure.baselines import block_influence, laco, merge_into_first, shortgpt
+from boomerang.measure.flops import distillation_flops, flops_table, forward_flops_per_token
 from tests.conftest import VOCAB, tiny_model
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from boomerang.config import DataConfig
-from boomerang.data import _read_r_strings, heldout_blocks, pack, split_corpus, train_batches
+from boomerang.sources import text
+from boomerang.sources.text import _read_r_strings, heldout_blocks, pack, split_corpus, text_dir_documents, train_batches
 
 
 def r_character_vector(strings):
@@ -49,7 +50,8 @@ def test_batches_deterministic_resumable_and_disjoint(corpus_dir, tokenizer):
     take = lambda it, n: [next(it) for _ in range(n)]
     a = take(train_batches(cfg, tokenizer, 4, seed=0), 6)
     assert all(torch.equal(x, y) for x, y in zip(a, take(train_batches(cfg, tokenizer, 4, seed=0), 6)))
-    assert all(torch.equal(x, y) for x, y in zip(a[3:], take(train_batches(cfg, tokenizer, 4, seed=0, start=3), 3)))
+    resumed = train_batches(cfg, tokenizer, 4, seed=0, state={"batches": 3})
+    assert all(torch.equal(x, y) for x, y in zip(a[3:], take(resumed, 3)))
     assert not torch.equal(a[0], next(train_batches(cfg, tokenizer, 4, seed=1)))
     r0 = next(train_batches(cfg, tokenizer, 4, seed=0, rank=0, world_size=2))
     r1 = next(train_batches(cfg, tokenizer, 4, seed=0, rank=1, world_size=2))
@@ -60,3 +62,35 @@ def test_heldout_blocks_are_fixed(corpus_dir, tokenizer):
     cfg = config(corpus_dir)
     a, b = heldout_blocks(cfg, tokenizer, 64), heldout_blocks(cfg, tokenizer, 64)
     assert a.shape == (4, 16) and torch.equal(a, b)
+
+
+def test_a_hub_stream_resumes_without_tokenising_what_it_had_taken(monkeypatch, tokenizer):
+    """Resuming replays the documents already taken without tokenising them, then continues exactly where an
+    uninterrupted stream would (the rehearsal reads a real streamed dataset, shuffled and split by process)."""
+    docs = [" ".join(["the lady said"] * (5 + i % 7)) + f" {i}" for i in range(200)]
+    monkeypatch.setattr(text, "hub_train_documents", lambda cfg, seed, rank, world: iter(docs))
+    cfg = DataConfig(source="hub", seq_len=8, heldout_dataset="unused")
+    straight = train_batches(cfg, tokenizer, 2, seed=0)
+    [next(straight) for _ in range(5)]
+    state = straight.state()
+    rest = [next(straight) for _ in range(5)]
+
+    class Counting:  # the tokenizer, counting the documents it tokenises
+        eos_token_id, calls = tokenizer.eos_token_id, []
+
+        def __call__(self, text, **kwargs):
+            self.calls.append(text)
+            return tokenizer(text, **kwargs)
+
+    counting = Counting()
+    resumed = train_batches(cfg, counting, 2, seed=0, state=state)
+    assert counting.calls == []
+    assert all(torch.equal(a, b) for a, b in zip(rest, [next(resumed) for _ in range(5)]))
+    assert 0 < len(counting.calls) < len(docs) - state["documents"]  # only what the five batches needed
+
+
+def test_undecodable_text_names_its_file(tmp_path):
+    (tmp_path / "good.txt").write_text("fine")
+    (tmp_path / "bad.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(ValueError, match="bad.txt is not UTF-8"):
+        text_dir_documents(tmp_path)

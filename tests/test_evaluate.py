@@ -4,10 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from boomerang.config import EvaluateConfig
-from boomerang.evaluate import boomerang_checks, parameter_counts, perplexity, run_models
-from boomerang.patch import patch
-from boomerang.prune import Layout, build_student
+from boomerang.core.arch import parameter_counts
+from boomerang.core.patch import patch
+from boomerang.core.prune import Layout, build_student
+from boomerang.family import Family
+from boomerang.measure.perplexity import boomerang_checks, perplexity, run_models
 from tests.conftest import VOCAB, tiny_model
 
 
@@ -71,9 +72,10 @@ def test_run_models_strides_over_sizes_strictly_between_student_and_teacher():
     # SmolLM2's layout in miniature: teacher layers 0, 1, 3, 5, 7 of 8 -> blocks [0], [1, 2], [3, 4], [5, 6], [7]
     teacher, layout = tiny_model("llama", 8), Layout((0, 1, 3, 5, 7), 8)
     student = build_student(teacher, layout).eval()
+    family = Family(teacher, student, layout, tokenizer=None)
 
     def sizes(method, **kwargs):
-        labels = [l for _, l in run_models(teacher, student, layout, ["first_to_last"], student, **kwargs)]
+        labels = [l for _, l in run_models(family, ["first_to_last"], family, **kwargs)]
         return [l["num_layers"] for l in labels if l["method"] == method]
 
     assert sizes("interpolated") == [5, 6, 7, 8]  # k = 1..4: patching block [0] keeps the student's size
@@ -87,5 +89,6 @@ def test_run_models_strides_over_sizes_strictly_between_student_and_teacher():
     with torch.no_grad():
         assert torch.equal(patch(teacher, student, layout, {0})(x).logits, student(x).logits)
     assert sizes("naive_pruned", naive_stride=2) == [5, 6]
-    with pytest.raises(ValueError, match="naive_stride"):
-        EvaluateConfig(naive_stride=0)
+    # the authors' k: first -> last their count patches block [0] along with the first multi-layer block
+    specs = [l for _, l in run_models(family, ["first_to_last"]) if l["method"] == "interpolated"]
+    assert [(l["k"], l["authors_k"]) for l in specs] == [(1, 0), (2, 1), (3, 2), (4, None)]

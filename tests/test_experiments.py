@@ -1,95 +1,120 @@
 """A sweep of the tiny run: the preset, one variant, the layer-pruning baselines, an off-the-shelf pair and
-the claims table."""
+the claims table; and the claims' rules on hand-made tables, by the roles the sweep file gives."""
 import pandas as pd
 import pytest
 import yaml
 
-from boomerang.claims import paper_claims
-from boomerang.evaluate import interpolation_curve
-from boomerang.config import load_config
-from boomerang.experiments import read_sweep, run_sweep
+from boomerang import artefacts as A
+from boomerang.config import ConfigError, load_config
+from boomerang.measure.perplexity import interpolation_curve
+from boomerang.pipeline.claims import paper_claims
+from boomerang.pipeline.experiments import run_sweep
+from boomerang.pipeline.sweeps import read_sweep
+
+FIGURES = {"fig2_random_init": {"paper": "2", "title": "initialisation", "reference": "pruning init"},
+           "fig8_student_size": {"paper": "8", "title": "student size", "reference": "every 2nd layer"}}
+
+
+def write_sweep(path, preset, variants, **extra):
+    path.write_text(yaml.safe_dump({"preset": str(preset), "common": {"lm_eval.tasks": []}, "figures": FIGURES,
+                                    "variants": variants, **extra}))
+    return path
 
 
 def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released_gpt2_pair):
     preset = yaml.safe_load(run_config.read_text())
-    preset["offshelf"] = {"pairs": {"tiny-gpt2": released_gpt2_pair}, "eval_tokens": 64,
-                          "seq_len": 16, "batch_size": 4}
+    preset["offshelf"] = {"pairs": {"tiny-gpt2": released_gpt2_pair}, "eval_tokens": 64, "seq_len": 16,
+                          "batch_size": 4}
     run_config.write_text(yaml.safe_dump(preset))
-    sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"preset": run_config.name, "common": {"lm_eval.tasks": []},
-                                     "variants": {"random-init": {"prune.init": "random"}}}))
+    random_init = {"figure": "fig2_random_init", "roles": ["random_init"], "label": "random init",
+                   "overrides": {"prune.init": "random"}}
+    sweep = write_sweep(tmp_path / "sweep.yaml", run_config.name, {"random-init": random_init})
     outcome = run_sweep(sweep, log=lambda *_: None)
     cfg = load_config(run_config)
     assert set(outcome) == {"preset", "random-init", "experiments"}
     variant = pd.read_csv(tmp_path / "results" / "tiny--random-init" / "metrics.csv")
-    assert set(variant.task) == {"heldout"}  # lm-eval switched off for variants
+    assert set(variant.task) == {"heldout"}
+    assert pd.read_csv(tmp_path / "results" / "tiny--random-init" / "lm_eval.csv").empty  # lm-eval off for variants
 
-    pruning = pd.read_csv(cfg.results_dir / "layer_pruning.csv")
+    pruning = pd.read_csv(A.LAYER_PRUNING.path(cfg))
     # the tiny layout spans sizes 4..5 below the 6-layer teacher
     assert set(pruning.method) == {"shortgpt", "laco"} and set(pruning.num_layers) == {4, 5}
-    flops = pd.read_csv(cfg.results_dir / "flops.csv").set_index("num_layers").flops
+    flops = pd.read_csv(A.FLOPS.path(cfg)).set_index("num_layers").flops
     assert float(flops["saving factor"]) > 2
 
-    claims = pd.read_csv(cfg.results_dir / "claims.csv")
+    claims = pd.read_csv(A.CLAIMS.path(cfg))
     random_claim = claims[claims.claim.str.startswith("random-init")]
     assert len(random_claim) == 2 and set(random_claim.holds.astype(str)) <= {"True", "False"}
-    assert (claims[claims.claim.str.contains("every 4th")].holds == "not run").all()
-    offshelf = claims[claims.figure == "6"]
+    assert set(random_claim.figure.astype(str)) == {"2"}
+    offshelf = claims[claims.figure.astype(str) == "6"]
     assert len(offshelf) == 6 and set(offshelf.holds.astype(str)) <= {"True", "False"}  # 3 checks x 2 orders
     for name in ("fig2_random_init", "fig7_layer_pruning", "fig6_offshelf_tiny-gpt2"):
         assert (cfg.figures_dir / f"{name}.png").stat().st_size > 1000
+    doc = A.EXPERIMENTS_DOC.path(cfg).read_text()
+    assert "random-init interpolation is worse" in doc and "fig2_random_init.png" in doc
 
     again = run_sweep(sweep, log=lambda *_: None)
     assert set(again["random-init"].values()) == {"cached"}
     assert again["experiments"]["08_layer_pruning"] == "cached"
     # a dry run with a new variant setting names exactly the stages it would re-run
-    sweep.write_text(yaml.safe_dump({"preset": run_config.name, "common": {"lm_eval.tasks": []},
-                                     "variants": {"random-init": {"prune.init": "random", "distill.lr": 1e-4}}}))
+    random_init["overrides"]["distill.lr"] = 1e-4
+    write_sweep(sweep, run_config.name, {"random-init": random_init})
     planned = run_sweep(sweep, log=lambda *_: None, dry_run=True)
     assert set(planned["preset"].values()) == {"cached"}
     assert [v == "cached" for v in planned["random-init"].values()] == [True] + [False] * 6
     assert planned["experiments"]["10_experiments"] == "would run: forced"
 
 
-def test_claims_rules_on_a_hand_made_table():
-    def run(student, interp, teacher=10.0, naive=1000.0):
-        rows = [{"method": "student", "order": "none", "k": 0, "num_layers": 2, "value": student},
-                {"method": "teacher", "order": "none", "k": 3, "num_layers": 5, "value": teacher}]
-        for k, v in enumerate(interp, 1):
-            rows += [{"method": "interpolated", "order": "first_to_last", "k": k, "num_layers": 2 + k, "value": v},
-                     {"method": "naive_pruned", "order": "first_to_last", "k": k, "num_layers": 2 + k, "value": naive}]
-        return pd.DataFrame(rows)
+def curve(student, interp, teacher=10.0, naive=1000.0, order="first_to_last"):
+    rows = [{"method": "student", "order": "none", "k": 0, "num_layers": 2, "value": student},
+            {"method": "teacher", "order": "none", "k": 3, "num_layers": 5, "value": teacher}]
+    for k, v in enumerate(interp, 1):
+        rows += [{"method": "interpolated", "order": order, "k": k, "num_layers": 2 + k, "value": v},
+                 {"method": "naive_pruned", "order": order, "k": k, "num_layers": 2 + k, "value": naive}]
+    return pd.DataFrame(rows)
 
-    runs = {"preset": run(40, [30, 20]), "every-4th": run(60, [70, 20]), "random-init": run(500, [400, 100])}
-    claims = paper_claims(runs).set_index("claim")
+
+def test_claims_follow_the_roles_of_the_sweep_file(tmp_path, run_config):
+    variants = {"paper-recipe": {},
+                "random-init": {"figure": "fig2_random_init", "roles": ["random_init"]},
+                "every-4th": {"figure": "fig8_student_size", "roles": ["does_not_interpolate"], "label": "every 4th layer"},
+                "every-3rd": {"figure": "fig8_student_size", "roles": ["interpolates"], "label": "every 3rd layer"}}
+    sweep = read_sweep(write_sweep(tmp_path / "s.yaml", run_config, variants))
+    runs = {"preset": curve(40, [30, 20]), "every-4th": curve(60, [70, 20]), "random-init": curve(500, [400, 100])}
+    claims = paper_claims(sweep, runs).set_index("claim")
     assert claims.filter(like="naive pruning", axis=0).holds.item() is True
     assert claims.filter(like="every 4th", axis=0).holds.item() is True  # rho -0.4 > -0.9
-    assert claims.filter(like="random-init", axis=0).value.item() == 5.0  # min(400/30, 100/20)
+    assert claims.filter(like="every 4th", axis=0).figure.item() == "8"
+    assert claims.filter(like="random-init", axis=0).value.item() == 5.0  # min(400/30, 100/20): the preset is the default reference
     assert claims.filter(like="every 3rd", axis=0).holds.item() == "not run"
     assert claims.filter(like="released distilled models", axis=0).holds.item() == "not run"
 
     # ablations measured against a named reference run; naive pruning still against the preset
-    runs = {"preset": run(40, [30, 20], naive=60.0), "paper-recipe": run(50, [80, 20]),
-            "random-init": run(500, [400, 100])}
-    claims = paper_claims(runs, reference="paper-recipe").set_index("claim")
+    sweep = read_sweep(write_sweep(tmp_path / "r.yaml", run_config, variants, reference="paper-recipe"))
+    runs = {"preset": curve(40, [30, 20], naive=60.0), "paper-recipe": curve(50, [80, 20]),
+            "random-init": curve(500, [400, 100])}
+    claims = paper_claims(sweep, runs).set_index("claim")
     assert claims.filter(like="random-init", axis=0).value.item() == 5.0  # min(400/80, 100/20)
     assert claims.filter(like="naive pruning", axis=0).value.item() == 2.0  # min(60/30, 60/20)
-    missing = paper_claims({"preset": runs["preset"], "random-init": runs["random-init"]}, reference="paper-recipe")
+    missing = paper_claims(sweep, {"preset": runs["preset"], "random-init": runs["random-init"]})
     assert missing.set_index("claim").filter(like="random-init", axis=0).holds.item() == "not run"
     # a claim on a variant's own curve does not wait for the reference
-    alone = paper_claims({"preset": runs["preset"], "every-4th": run(60, [70, 20])}, reference="paper-recipe")
+    alone = paper_claims(sweep, {"preset": runs["preset"], "every-4th": curve(60, [70, 20])})
     assert alone.set_index("claim").filter(like="every 4th", axis=0).holds.item() is True
 
 
-def test_a_sweep_names_an_existing_reference(tmp_path, run_config):
-    sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"preset": str(run_config), "reference": "paper-recipe",
-                                     "variants": {"paper-recipe": {"distill.patch_prob": 0.0}}}))
-    assert read_sweep(sweep).reference == "paper-recipe"
-    assert read_sweep(sweep).run_config("paper-recipe").name.endswith("--paper-recipe")
-    sweep.write_text(yaml.safe_dump({"preset": str(run_config), "reference": "typo", "variants": {}}))
-    with pytest.raises(ValueError, match="reference 'typo'"):
-        read_sweep(sweep)
+def test_a_sweep_names_existing_runs_figures_and_roles(tmp_path, run_config):
+    ok = write_sweep(tmp_path / "s.yaml", run_config, {"paper-recipe": {"overrides": {"distill.patch_prob": 0.0}}},
+                     reference="paper-recipe")
+    assert read_sweep(ok).run_config("paper-recipe").name.endswith("--paper-recipe")
+    for bad, message in [({"reference": "typo"}, "reference 'typo'"),
+                         ({"variants": {"v": {"figure": "fig99"}}}, "figure 'fig99'"),
+                         ({"variants": {"v": {"roles": ["new_role"]}}}, "roles"),
+                         ({"variants": {"v": {"overides": {}}}}, "overides")]:
+        extra = {"variants": {}, **bad}
+        path = write_sweep(tmp_path / "bad.yaml", run_config, extra.pop("variants"), **extra)
+        with pytest.raises(ConfigError, match=message):
+            read_sweep(path)
 
 
 def test_a_curve_runs_from_the_student_itself_to_the_teacher():
@@ -99,6 +124,6 @@ def test_a_curve_runs_from_the_student_itself_to_the_teacher():
                ("interpolated", 4, 5, 12.0)]
     table = pd.DataFrame([{"method": m, "order": "none" if m != "interpolated" else "first_to_last", "k": k,
                            "num_layers": n, "value": v} for m, k, n, v in ends + patched])
-    curve = interpolation_curve(table, "first_to_last")
-    assert list(curve.method) == ["student", "interpolated", "interpolated", "teacher"]
-    assert list(curve.value) == [40.0, 30.0, 20.0, 10.0]
+    curve_ = interpolation_curve(table, "first_to_last")
+    assert list(curve_.method) == ["student", "interpolated", "interpolated", "teacher"]
+    assert list(curve_.value) == [40.0, 30.0, 20.0, 10.0]

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from boomerang.config import LmEvalConfig, OfflineTasksConfig, load_config
-from boomerang.harness import (harness_checks, harness_model, merge_metrics, panel_scores, ratio_stderr,
-                               result_rows, score, task_manager)
-from boomerang.patch import patch, patched_blocks
-from boomerang.tasks import TASK_NAMES, build_tasks, paragraphs
+from boomerang.measure.harness import (harness_checks, harness_model, panel_scores, ratio_stderr, result_rows, score,
+                                       task_manager)
+from boomerang.core.patch import patch, patched_blocks
+from boomerang.measure.tasks import TASK_NAMES, build_tasks, paragraphs
 from tests.conftest import VOCAB
 from tests.test_patch import trained_pair
 
@@ -101,7 +101,7 @@ def test_group_subtasks_fold_into_the_group():
 
 
 def _metrics_row(model, method, task, metric, value, stderr, params, order="none"):
-    return {"model": model, "method": method, "order": order, "k": 0, "num_layers": 1, "params": params,
+    return {"model": model, "method": method, "order": order, "k": 0, "authors_k": 0, "num_layers": 1, "params": params,
             "params_inference": params, "task": task, "metric": metric, "value": value, "stderr": stderr,
             "batch_size": 4}
 
@@ -116,9 +116,15 @@ def test_checks_and_panels_from_a_table():
             _metrics_row("i3", "interpolated", "boomerang_lastword", "acc", 0.10, 0.02, 25, "first_to_last"),
             _metrics_row("teacher", "teacher", "heldout", "perplexity", 40.0, 1.0, 30)]
     metrics = pd.DataFrame(rows)
-    checks = harness_checks(metrics).set_index("claim").value
+    checks = harness_checks(metrics[metrics.task != "heldout"]).set_index("claim").value
     assert checks.iloc[0] == pytest.approx(0.2 / math.hypot(0.02, 0.02))
     assert checks.iloc[1] == pytest.approx(2 / 3)  # 0.17 is within 2 stderr of 0.20, 0.10 is not
     panels = panel_scores(metrics)
     assert set(panels.panel) == {"boomerang_lastword"} and len(panels) == 5
-    assert len(merge_metrics(metrics, metrics[metrics.task != "heldout"])) == len(metrics)
+
+
+def test_rows_without_bootstrapped_stderr_are_kept():
+    """lm-eval writes "N/A" for a standard error it did not bootstrap (`lm_eval.bootstrap_iters: 0`)."""
+    output = {"results": {"arc_easy": {"acc,none": 0.5, "acc_stderr,none": "N/A", "alias": "arc_easy"}}}
+    (row,) = result_rows(output)
+    assert row["value"] == 0.5 and math.isnan(row["stderr"])

@@ -6,11 +6,11 @@ from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, Distil
                           GPT2Config, GPT2LMHeadModel)
 
 from boomerang.config import DataConfig, OffshelfConfig
-from boomerang.evaluate import perplexity
-from boomerang.offshelf import (DISTIL_LAYERS, distilbert_as_bert, eval_blocks, load_pair, pair_metrics,
+from boomerang.measure.perplexity import perplexity
+from boomerang.measure.offshelf import (DISTIL_LAYERS, distilbert_as_bert, eval_blocks, load_pair, pair_metrics,
                                 pseudo_perplexity)
-from boomerang.patch import ORDERS, patch, patched_blocks
-from boomerang.prune import Layout
+from boomerang.core.patch import ORDERS, patch, patched_blocks
+from boomerang.core.prune import Layout
 from tests.conftest import WORDS
 
 VOCAB, MASK = 50, 3
@@ -103,14 +103,15 @@ def test_released_masked_pair_from_disk_scored_at_every_size(tmp_path, corpus_di
     tiny_bert(vocab=len(words)).save_pretrained(tmp_path / "bert")
     distil.save_pretrained(tmp_path / "distilbert")
     words.save_pretrained(tmp_path / "distilbert")
-    teacher, student, tokenizer, masked = load_pair(str(tmp_path / "bert"), str(tmp_path / "distilbert"))
-    assert masked and isinstance(student, BertForMaskedLM)
+    family, masked = load_pair(str(tmp_path / "bert"), str(tmp_path / "distilbert"), list(DISTIL_LAYERS))
+    teacher, tokenizer = family.teacher, family.tokenizer
+    assert masked and isinstance(family.student, BertForMaskedLM)
 
     blocks = eval_blocks(SCORED, DataConfig(path=str(corpus_dir), **HELDOUT), tokenizer, masked)
     assert blocks.shape == (4, 16)
     assert (blocks[:, 0] == tokenizer.cls_token_id).all() and (blocks[:, -1] == tokenizer.sep_token_id).all()
 
-    table = pair_metrics("bert", teacher, student, tokenizer, masked, blocks, SCORED)
+    table = pair_metrics("bert", family, masked, blocks, SCORED)
     assert len(table) == rows_per_pair() and set(table.metric) == {"pseudo_perplexity"}
     assert tokenizer.unk_token_id not in blocks  # every word of the text is scored
     frame = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
@@ -126,10 +127,10 @@ def test_released_masked_pair_from_disk_scored_at_every_size(tmp_path, corpus_di
 
 
 def test_released_causal_pair_scored_by_perplexity(corpus_dir, released_gpt2_pair):
-    teacher, student, tok, masked = load_pair(released_gpt2_pair["teacher"], released_gpt2_pair["student"])
+    family, masked = load_pair(released_gpt2_pair["teacher"], released_gpt2_pair["student"], list(DISTIL_LAYERS))
     assert not masked
-    blocks = eval_blocks(SCORED, DataConfig(path=str(corpus_dir), **HELDOUT), tok, masked)
-    table = pair_metrics("gpt2", teacher, student, tok, masked, blocks, SCORED)
+    blocks = eval_blocks(SCORED, DataConfig(path=str(corpus_dir), **HELDOUT), family.tokenizer, masked)
+    table = pair_metrics("gpt2", family, masked, blocks, SCORED)
     assert len(table) == rows_per_pair() and set(table.metric) == {"perplexity"}
     teacher_row = table[table.method == "teacher"].iloc[0]
-    assert teacher_row.value == perplexity(teacher, blocks, 16, mixed_precision="none")["perplexity"]
+    assert teacher_row.value == perplexity(family.teacher, blocks, 16, mixed_precision="no")["perplexity"]

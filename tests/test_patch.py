@@ -2,9 +2,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from boomerang.patch import (ORDERS, export, export_round_trip, interpolants, patch, patched_blocks, sweep,
+from boomerang.core.patch import (ORDERS, export, export_round_trip, interpolants, patch, patched_blocks, sweep,
                              unique_tensor_bytes)
-from boomerang.prune import build_student, layout_from_rule, load_student, save_student
+from boomerang.core.prune import build_student, layout_from_rule, load_student, save_student
 from tests.conftest import FAMILY_CONFIGS, VOCAB, tiny_model
 
 

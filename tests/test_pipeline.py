@@ -1,84 +1,112 @@
-"""The runner executes every notebook with papermill on the tiny model, then caches and invalidates."""
-import hashlib
+"""The runner executes every notebook with papermill on the tiny model, then caches and invalidates by what
+each stage runs: its config sections, its package code, its notebook, its outputs."""
 import json
-from dataclasses import asdict
+import shutil
 
+import nbformat
 import pandas as pd
 import pytest
 
-from boomerang import pipeline
-from boomerang.config import load_config
+from boomerang import artefacts as A
+from boomerang import provenance
+from boomerang.config import ConfigError, load_config, parse_overrides
+from boomerang.pipeline import runner
+from boomerang.pipeline.stages import stages
+
+RUN = [s.name for s in stages("run")]
 
 
-def test_every_notebook_runs_then_caches(run_config, monkeypatch):
+def quiet(*_):
+    pass
+
+
+def reruns(outcome: dict) -> list[str]:
+    return [name for name, what in outcome.items() if what != "cached"]
+
+
+def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the offline lm-eval tasks need no network
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = load_config(run_config)
-    first = pipeline.run(str(run_config), log=lambda *_: None)
+    first = runner.run(run_config, log=quiet)
     assert all(v.startswith("ran") for v in first.values()), first
-    for stage in pipeline.STAGES:
-        assert (cfg.results_dir / "notebooks" / stage.notebook).exists()
+    for name in RUN:
+        executed = A.EXECUTED.path(cfg) / f"{name}.ipynb"
+        notebook = nbformat.read(executed, as_version=4)
+        outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.get("name") == "stderr"], f"{name}: stderr in the executed notebook"
 
-    metrics = pd.read_csv(cfg.results_dir / "metrics.csv")
+    metrics = pd.read_csv(A.METRICS.path(cfg))
     assert set(metrics.method) == {"teacher", "student", "interpolated", "naive_pruned"}
-    assert metrics.value.notna().all()
-    harness = metrics[metrics.task != "heldout"]
-    assert set(harness.task) == {"boomerang_rolling", "boomerang_lastword", "boomerang_cloze"}
+    assert metrics.value.notna().all() and set(metrics.task) == {"heldout"}
+    scores = pd.read_csv(A.LM_EVAL.path(cfg))
+    assert set(scores.task) == {"boomerang_rolling", "boomerang_lastword", "boomerang_cloze"}
     # teacher, student, naive k=0; then per order its one size strictly between student (4 layers) and
     # teacher (6), interpolated and naive-pruned (the strides are tested in test_evaluate)
-    per_task = harness[harness.metric == "acc_norm"]
+    per_task = scores[scores.metric == "acc_norm"]
     assert len(per_task) == 3 + 2 * 1 + 2 * 1
     assert set(per_task[per_task.order != "none"].num_layers) == {5}
-    assert (cfg.results_dir / "lm_eval_checks.csv").exists()
-    for name in ("fig2_interpolation_vs_naive_pruning", "fig2_lm_eval"):
+    for name in ("distill_log", "fig2_interpolation_vs_naive_pruning", "fig2_lm_eval", "alignment_cka"):
         for ext in ("png", "pdf"):
             assert (cfg.figures_dir / f"{name}.{ext}").stat().st_size > 1000
-    assert (cfg.run_dir / "interpolated" / "last_to_first_k2" / "config.json").exists()
+    assert (A.EXPORTS.path(cfg) / "last_to_first_k2" / "config.json").exists()
+    doc = A.RUN_DOC.path(cfg).read_text()
+    assert "authors' k" in doc and "fig2_interpolation_vs_naive_pruning.png" in doc
 
-    again = pipeline.run(str(run_config), log=lambda *_: None)
-    assert set(again.values()) == {"cached"}
+    assert set(runner.run(run_config, log=quiet).values()) == {"cached"}
 
-    # a dry run says what a changed setting would re-run, and runs and writes nothing
-    records = {p: p.read_bytes() for p in (cfg.run_dir / "stages").iterdir()}
-    planned = pipeline.run(str(run_config), {"interpolate.orders": ["first_to_last"]}, log=lambda *_: None,
-                           dry_run=True)
-    assert list(planned.values()) == ["cached"] * 2 + ["would run: inputs changed"] + \
-        ["would run: an earlier stage runs"] * 4
-    assert records == {p: p.read_bytes() for p in (cfg.run_dir / "stages").iterdir()}
+    # a dry run says what a change would re-run and why, and runs and writes nothing
+    records = {p: p.read_bytes() for p in A.STAGE_RECORDS.path(cfg).iterdir()}
+    planned = runner.run(run_config, {"interpolate.orders": ["first_to_last"]}, log=quiet, dry_run=True)
+    assert planned["03_interpolate"] == "would run: changed: config interpolate"
+    assert reruns(planned) == RUN[2:] and planned["04_evaluate"] == "would run: an earlier stage runs"
+    assert records == {p: p.read_bytes() for p in A.STAGE_RECORDS.path(cfg).iterdir()}
+
+    # a semantic edit of package code re-runs the stages that reach it, and every later one; prose does not
+    source = provenance._source
+    edited = "boomerang.measure.perplexity"
+
+    def edit(replace):
+        monkeypatch.setattr(provenance, "_source", lambda m: replace(source(m)) if m == edited else source(m))
+
+    edit(lambda s: s.replace("BETWEEN_TOLERANCE = 0.02", "BETWEEN_TOLERANCE = 0.03"))
+    planned = runner.run(run_config, log=quiet, dry_run=True)
+    assert reruns(planned) == RUN[2:]  # interpolation tables live in measure.perplexity; distillation does not
+    assert planned["03_interpolate"] == f"would run: changed: code of {edited}"
+    edit(lambda s: s.replace('"""Held-out perplexity of every', '"""The held-out perplexity of every')
+         .replace("# an intermediate size may sit", "# an intermediate size can sit"))
+    assert set(runner.run(run_config, log=quiet, dry_run=True).values()) == {"cached"}
+    monkeypatch.setattr(provenance, "_source", source)
+
+    # an output rewritten outside the runner invalidates its stage
+    table = A.METRICS.path(cfg)
+    table.write_text(table.read_text())
+    planned = runner.run(run_config, log=quiet, dry_run=True)
+    assert planned["04_evaluate"] == "would run: outputs changed outside the runner: metrics.csv"
+    assert reruns(planned) == RUN[3:]
 
     # a changed evaluation setting re-runs evaluation and what follows, not pruning or distillation
-    changed = pipeline.run(str(run_config), {"evaluate.eval_tokens": 128}, log=lambda *_: None)
-    assert [changed[s.name] == "cached" for s in pipeline.STAGES] == [True, True, True, False, False, False, False]
-    # an lm-eval setting re-runs lm-eval and what follows, and keeps the perplexity rows
-    changed = pipeline.run(str(run_config), {"evaluate.eval_tokens": 128, "lm_eval.tasks": ["boomerang_cloze"]},
-                           log=lambda *_: None)
-    assert [changed[s.name] == "cached" for s in pipeline.STAGES] == [True, True, True, True, False, False, False]
-    metrics = pd.read_csv(cfg.results_dir / "metrics.csv")
-    assert set(metrics.task) == {"heldout", "boomerang_cloze"}
+    changed = runner.run(run_config, {"evaluate.eval_tokens": 128}, log=quiet)
+    assert reruns(changed) == RUN[3:]
 
 
-def test_failed_stage_names_notebook_and_cell(run_config):
-    with pytest.raises(SystemExit, match=r"01_prune failed in cell \d+.*ValueError"):
-        pipeline.run(str(run_config), {"prune.init": "zeros"}, log=lambda *_: None)
+def test_a_failed_stage_names_its_notebook_and_cell_and_is_not_recorded(run_config, tmp_path):
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(runner.NOTEBOOKS, notebooks)
+    broken = nbformat.read(notebooks / "01_prune.ipynb", as_version=4)
+    broken.cells[-1].source = 'raise ValueError("the cell that fails")'
+    nbformat.write(broken, notebooks / "01_prune.ipynb")
+    with pytest.raises(SystemExit, match=r"01_prune failed in cell \d+.*ValueError: the cell that fails"):
+        runner.run(run_config, log=quiet, notebooks=notebooks)
+    assert not (A.STAGE_RECORDS.path(load_config(run_config)) / "01_prune.json").exists()
 
 
-def test_unknown_config_key_is_rejected(run_config):
-    with pytest.raises(ValueError, match="stpes"):
+def test_bad_command_line_values_name_their_cause(run_config):
+    with pytest.raises(ConfigError, match="stpes"):
         load_config(run_config, {"distill.stpes": 3})
-
-
-def test_an_option_at_its_default_leaves_cache_keys_alone(run_config):
-    """`distill.patch_prob`, `patch_draw`, `tail_weight` and `gradient_checkpointing` came after runs were
-    cached: at their defaults they must not change their keys; set, they must."""
-    cfg = load_config(run_config)
-    before = asdict(cfg.distill)
-    for later in ("patch_prob", "patch_draw", "tail_weight", "gradient_checkpointing"):
-        del before[later]  # as hashed before they existed
-    old_key = hashlib.sha256(json.dumps({"distill": before}, sort_keys=True).encode()).hexdigest()[:16]
-    assert cfg.digest("distill") == old_key
-    patch_aware = load_config(run_config, {"distill.patch_prob": 0.5}).digest("distill")
-    assert patch_aware != old_key
-    ends = load_config(run_config, {"distill.patch_prob": 0.5, "distill.patch_draw": "ends"}).digest("distill")
-    assert ends not in (old_key, patch_aware)
-    assert load_config(run_config, {"distill.tail_weight": 1.0}).digest("distill") != old_key
-    assert load_config(run_config, {"distill.gradient_checkpointing": True}).digest("distill") != old_key
+    with pytest.raises(ConfigError, match="--force names no stage.*04_evalute"):
+        runner.run(run_config, force=("04_evalute",), log=quiet, dry_run=True)
+    with pytest.raises(ConfigError, match="--override is not valid JSON"):
+        parse_overrides('{"distill.steps": 10')
+    with pytest.raises(ConfigError, match="--override must be a JSON object"):
+        parse_overrides(json.dumps([1, 2]))

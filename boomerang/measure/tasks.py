@@ -11,7 +11,7 @@ Three tasks in the style of lm-eval's own, registered through its `include_path`
 The files are a pure function of the held-out text, the item counts and the seed. To use them with the
 lm-eval command line:
 
-    python -m boomerang.tasks --config configs/smollm2-cpu.yaml      # prints the task directory
+    python -m boomerang.measure.tasks --config configs/smollm2-cpu.yaml      # prints the task directory
     lm_eval --model hf --model_args pretrained=... --include_path <that directory> --tasks boomerang_offline
 """
 from __future__ import annotations
@@ -21,13 +21,13 @@ import hashlib
 import json
 import random
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import yaml
 
-from .config import OfflineTasksConfig
-from .io import atomic_path
+from ..config import OfflineTasksConfig, load_config
+from ..io import atomic_path, cache_dir
+from ..sources.text import heldout_texts
 
 TASK_NAMES = ("boomerang_rolling", "boomerang_lastword", "boomerang_cloze")
 LAST_WORD = re.compile(r"^(.*\S)\s+([A-Za-z]{3,})[.!?;:,]?[\"'\u201d\u2019)]*$", re.S)
@@ -134,17 +134,17 @@ def task_specs(data_files: dict[str, Path]) -> dict[str, dict]:
     }
 
 
-def build_tasks(heldout_texts: list[str], out_dir: str | Path, sizes: OfflineTasksConfig | None = None,
+def build_tasks(texts: list[str], out_dir: str | Path, sizes: OfflineTasksConfig | None = None,
                 seed: int = 0) -> Path:
     """Write the three tasks' JSONL and YAML files into a directory named by their content; returns it.
 
     An existing directory with the same key is reused, so every model of a run sees the same items."""
     sizes = sizes or OfflineTasksConfig()
-    key = hashlib.sha256(json.dumps([heldout_texts, asdict(sizes), seed]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([texts, sizes.model_dump(), seed]).encode()).hexdigest()[:16]
     root = Path(out_dir) / key
     if (root / "boomerang_cloze.yaml").exists():
         return root
-    docs = [paragraphs(text) for text in heldout_texts]
+    docs = [paragraphs(text) for text in texts]
     paras = [p for doc in docs for p in doc]
     rng = random.Random(seed)
     items = {"boomerang_rolling": rolling_docs(paras, sizes),
@@ -160,10 +160,6 @@ def build_tasks(heldout_texts: list[str], out_dir: str | Path, sizes: OfflineTas
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .config import load_config
-    from .data import heldout_texts
-    from .teacher import cache_dir
-
     parser = argparse.ArgumentParser(description="Build the offline lm-eval tasks of a preset's held-out text.")
     parser.add_argument("--config", default="configs/smollm2-cpu.yaml")
     parser.add_argument("--out", default=None, help="parent directory (default: the cache's lm_eval_tasks/)")

@@ -5,7 +5,6 @@ other parameter names) so that the ordinary patching applies.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pandas as pd
@@ -15,11 +14,13 @@ from torch import Tensor, nn
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, BertConfig,
                           BertForMaskedLM)
 
-from .arch import num_layers
-from .config import DataConfig, OffshelfConfig
-from .data import heldout_blocks
-from .evaluate import METRIC_COLUMNS, parameter_counts, perplexity, run_models
-from .prune import Layout, build_student
+from ..config import DataConfig, OffshelfConfig
+from ..core.arch import num_layers
+from ..core.prune import Layout
+from ..device import default_device
+from ..family import Family
+from ..sources.text import heldout_blocks
+from .perplexity import METRIC_COLUMNS, perplexity, run_models
 
 DISTIL_LAYERS = tuple(OffshelfConfig().layers)  # (0, 2, 4, 7, 9, 11): DistilBERT's and DistilGPT2's
 # DistilBERT parameter name -> BERT parameter name (per layer, then embeddings and MLM head)
@@ -89,27 +90,29 @@ def pseudo_perplexity(model: nn.Module, input_ids: Tensor, mask_token_id: int, s
             "pseudo_perplexity": math.exp(mean)}
 
 
-def load_pair(teacher: str, student: str, dtype: torch.dtype = torch.float32, device: str | None = None):
-    """(teacher, student, tokenizer, masked) for a released pair, hub ids or local paths, on `device` (the
-    GPU when there is one); a DistilBERT student comes back rewritten as BERT so that it patches like any
-    other family."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+def load_pair(teacher: str, student: str, layers: list[int], dtype: torch.dtype = torch.float32,
+              device: str | torch.device | None = None) -> tuple[Family, bool]:
+    """A released pair (hub ids or local paths) as a family whose student was initialised from teacher
+    `layers`, on `device` (default: `default_device()`), and whether it is a masked LM. A DistilBERT
+    student comes back rewritten as BERT, so that it patches like any other family."""
+    device = device or default_device()
     masked = AutoConfig.from_pretrained(student).model_type == "distilbert"
     auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
     teacher_model = auto.from_pretrained(teacher, dtype=dtype).to(device).eval()
     student_model = auto.from_pretrained(student, dtype=dtype).eval()
     if masked:
         student_model = distilbert_as_bert(student_model)
-    return teacher_model, student_model.to(device), AutoTokenizer.from_pretrained(student), masked
+    layout = Layout(tuple(layers), num_layers(teacher_model.config))
+    return Family(teacher_model, student_model.to(device), layout, AutoTokenizer.from_pretrained(student)), masked
 
 
 def eval_blocks(cfg: OffshelfConfig, data: DataConfig, tokenizer, masked: bool) -> Tensor:
     """`eval_tokens` of text in blocks of `seq_len`, from `cfg.dataset` or else the run's held-out text;
     a masked LM's blocks are framed by its [CLS] ... [SEP], as in pre-training."""
-    source = (DataConfig(source="hub", dataset=cfg.dataset, dataset_config=cfg.dataset_config,
-                         heldout_split=cfg.split) if cfg.dataset else data)
     inner = cfg.seq_len - 2 if masked else cfg.seq_len
-    blocks = heldout_blocks(dataclasses.replace(source, seq_len=inner), tokenizer, cfg.eval_tokens)
+    source = (DataConfig(source="hub", heldout_dataset=cfg.dataset, heldout_config=cfg.dataset_config,
+                         heldout_split=cfg.split, seq_len=inner) if cfg.dataset else data.model_copy(update={"seq_len": inner}))
+    blocks = heldout_blocks(source, tokenizer, cfg.eval_tokens)
     if not masked:
         return blocks
     cls, sep = (torch.full((len(blocks), 1), t, dtype=blocks.dtype) for t in (tokenizer.cls_token_id,
@@ -117,22 +120,19 @@ def eval_blocks(cfg: OffshelfConfig, data: DataConfig, tokenizer, masked: bool) 
     return torch.cat([cls, blocks, sep], dim=1)
 
 
-def pair_metrics(name: str, teacher, student, tokenizer, masked: bool, blocks: Tensor,
-                 cfg: OffshelfConfig) -> pd.DataFrame:
+def pair_metrics(name: str, family: Family, masked: bool, blocks: Tensor, cfg: OffshelfConfig) -> pd.DataFrame:
     """Teacher, student, every interpolated size along `cfg.orders` and naive pruning (the teacher with
-    the same layers removed) of one pair, in the metrics.csv layout with `task` = the pair's name."""
-    layout = Layout(tuple(cfg.layers), num_layers(teacher.config))
-    init_student = build_student(teacher, layout).eval()
-    tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
+    the same layers removed) of one pair, in the layout of the held-out table with `task` = the pair's name."""
+    tokenizer = family.tokenizer
     metric = "pseudo_perplexity" if masked else "perplexity"
     frame = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id} - {None}  # not scored
     rows = []
-    for model, labels in run_models(teacher, student, layout, cfg.orders, init_student):
+    for model, labels in run_models(family, cfg.orders, family.undistilled()):
         if masked:
             result = pseudo_perplexity(model, blocks, tokenizer.mask_token_id, frame, cfg.batch_size)
         else:
-            result = perplexity(model, blocks, cfg.batch_size, mixed_precision="none")
-        rows.append({**labels, **parameter_counts(model, tied), "task": name, "metric": metric,
+            result = perplexity(model, blocks, cfg.batch_size, mixed_precision="no")
+        rows.append({**labels, **family.counts(model), "task": name, "metric": metric,
                      "value": result[metric], "stderr": result[metric] * result["nll_stderr"],
                      "batch_size": cfg.batch_size})
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from huggingface_hub import hf_hub_download
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from ..config import PruneConfig
+from ..device import default_device
+from ..io import atomic_path, read_json, write_json
 from .arch import assemble, num_layers
-from .config import PruneConfig
-from .io import atomic_path, read_json, write_json
-from .teacher import default_device
 
 STUDENT_CONFIG = "student_config.json"
 
@@ -66,18 +67,21 @@ class Layout:
 
 
 def layout_from_rule(num_teacher_layers: int, keep_first: int = 1, step: int = 2, keep_last: int = 2) -> Layout:
-    """Keep the first `keep_first` layers, then every `step`-th layer, then the last `keep_last` layers.
+    """The authors' rule: keep the first `keep_first` layers; then stride points every `step` layers from
+    layer `keep_first + step - 1` up to layer N − `keep_last`, each cutting the `step − 1` layers before it;
+    every layer after the last stride point is kept one-to-one.
 
-    The last of the first kept layers starts a block of `step` layers, so (1, 2, 2) on 36 layers keeps
-    0, 2, ..., 34, 35 and (2, 2, 1) on 28 layers keeps 0, 1, 3, ..., 25, 27.
+    (1, 2, 2) on 36 layers keeps 0, 2, ..., 34, 35; (2, 2, 1) on 28 keeps 0, 1, 3, ..., 27. When the step
+    leaves a remainder the remainder layers stay blocks of one layer: (1, 4, 2) on 36 keeps 0, 4, ..., 32,
+    33, 34, 35 (12 layers, as the authors' code builds it).
     """
     n = num_teacher_layers
     if keep_first < 1 or step < 1 or keep_last < 0 or keep_first + keep_last > n:
-        raise ValueError(f"invalid layout rule keep_first={keep_first}, step={step}, keep_last={keep_last} for {n} layers")
-    head = list(range(keep_first))
-    middle = list(range(keep_first - 1 + step, n - keep_last, step))
-    tail = list(range(n - keep_last, n))
-    return Layout(tuple(sorted(set(head + middle + tail))), n)
+        raise ValueError(f"invalid layout rule keep_first={keep_first}, step={step}, keep_last={keep_last} "
+                         f"for {n} layers")
+    points = range(keep_first + step - 1, n - keep_last + 1, step)
+    cut = {layer for point in points for layer in range(point - step + 1, point)}
+    return Layout(tuple(j for j in range(n) if j not in cut), n)
 
 
 def layout_from_config(cfg: PruneConfig, num_teacher_layers: int) -> Layout:
@@ -86,17 +90,27 @@ def layout_from_config(cfg: PruneConfig, num_teacher_layers: int) -> Layout:
     return layout_from_rule(num_teacher_layers, cfg.keep_first, cfg.step, cfg.keep_last)
 
 
-def build_student(teacher: PreTrainedModel, layout: Layout, init: str = "teacher", seed: int = 0) -> PreTrainedModel:
-    """A fresh student holding copies of the kept teacher layers, or the same shape at random."""
+def _check_fits(teacher: PreTrainedModel, layout: Layout) -> None:
     if layout.num_teacher_layers != num_layers(teacher.config):
         raise ValueError(f"layout is for {layout.num_teacher_layers} layers, teacher has {num_layers(teacher.config)}")
-    if init not in ("teacher", "random"):
-        raise ValueError(f"prune.init must be 'teacher' or 'random', got {init!r}")
+
+
+def build_student(teacher: PreTrainedModel, layout: Layout, init: str = "teacher", seed: int = 0) -> PreTrainedModel:
+    """A fresh student holding copies of the kept teacher layers (`init` "teacher"), or the same
+    architecture with fresh weights ("random")."""
+    _check_fits(teacher, layout)
     student = assemble(teacher.config, [(teacher, j) for j in layout.kept], teacher, teacher, copy=init == "teacher")
-    if init == "random":  # same architecture (config), fresh weights
+    if init == "random":
         torch.manual_seed(seed)
         student = AutoModelForCausalLM.from_config(student.config, dtype=teacher.dtype).to(teacher.device)
     return student.train().requires_grad_(True)
+
+
+def pruned_teacher(teacher: PreTrainedModel, layout: Layout) -> PreTrainedModel:
+    """The teacher with the pruned layers removed and no training, sharing the teacher's tensors: the
+    undistilled student, whose patched sizes are naive layer pruning."""
+    _check_fits(teacher, layout)
+    return assemble(teacher.config, [(teacher, j) for j in layout.kept], teacher, teacher).eval()
 
 
 def save_student(student: PreTrainedModel, layout: Layout, path: str | Path, tokenizer=None,
@@ -113,35 +127,30 @@ def save_student(student: PreTrainedModel, layout: Layout, path: str | Path, tok
 
 
 def read_layout(path_or_id: str | Path) -> Layout:
-    """Layout of a saved student: a local directory or a hub id holding `student_config.json`."""
+    """Layout of a saved student: a local directory or a hub id holding `student_config.json`, whose two
+    lists must together be the teacher's layers 0..N-1, each once."""
     local = Path(path_or_id) / STUDENT_CONFIG
     if not local.exists():
-        from huggingface_hub import hf_hub_download
-
         local = Path(hf_hub_download(str(path_or_id), STUDENT_CONFIG))
     meta = read_json(local)
-    kept, pruned = meta["copied_teacher_layers"], meta["pruned_teacher_layers"]
-    return Layout(tuple(kept), len(kept) + len(pruned))
+    try:
+        kept, pruned = meta["copied_teacher_layers"], meta["pruned_teacher_layers"]
+        n = len(kept) + len(pruned)
+        if sorted(kept + pruned) != list(range(n)):
+            raise ValueError(f"copied {kept} and pruned {pruned} are not the layers 0..{n - 1}, each once")
+        return Layout(tuple(kept), n)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{local}: not a student_config.json of the released format ({err}); expected the "
+                         "ascending lists copied_teacher_layers and pruned_teacher_layers") from None
 
 
 def load_student(path_or_id: str | Path, dtype: torch.dtype = torch.float32,
                  device: str | torch.device | None = None) -> tuple[PreTrainedModel, Layout]:
-    """Load a student saved by `save_student` or released on the hub, on `device` (default: the teacher's,
-    `teacher.default_device()`); the pair patches unchanged."""
+    """Load a student saved by `save_student` or released on the hub, on `device` (default:
+    `default_device()`, where the teacher goes too); the pair patches unchanged."""
+    layout = read_layout(path_or_id)
     model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=dtype)
-    return model.to(device or default_device()), read_layout(path_or_id)
-
-
-def distilled_student(cfg) -> str | Path:
-    """Where the distilled student lives: a released one (`prune.student`) or this run's output."""
-    return cfg.prune.student or cfg.run_dir / "student"
-
-
-def prune_run(cfg, teacher, tokenizer) -> Layout:
-    """Stage 1 of a run: write `runs/<name>/student_init` (or adopt a released student's layout)."""
-    out = cfg.run_dir / "student_init"
-    if cfg.prune.student:
-        return read_layout(cfg.prune.student)
-    layout = layout_from_config(cfg.prune, num_layers(teacher.config))
-    save_student(build_student(teacher, layout, cfg.prune.init, cfg.seed), layout, out, tokenizer)
-    return layout
+    if num_layers(model.config) != layout.num_blocks:
+        raise ValueError(f"{path_or_id}: the checkpoint has {num_layers(model.config)} layers but its "
+                         f"{STUDENT_CONFIG} copies {layout.num_blocks} teacher layers")
+    return model.to(device or default_device()), layout

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 from torch import nn
 
-from .arch import adapter_for, decoder_layers
+from ..core.arch import adapter_for, decoder_layers
 
 
 def forward_flops_per_token(model: nn.Module, num_layers: int, seq_len: int) -> int:

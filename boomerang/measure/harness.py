@@ -7,21 +7,23 @@ them untied (see `arch.assemble`), and `tests/test_harness.py` checks the logits
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from pathlib import Path
 
 import pandas as pd
 import torch
+from lm_eval import simple_evaluate
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
 
-from .config import LmEvalConfig, RunConfig
-from .data import heldout_texts
-from .evaluate import METRIC_COLUMNS, parameter_counts, run_models
-from .io import write_json
-from .prune import build_student
+from ..config import LmEvalConfig, RunConfig
+from ..family import Family
+from ..io import cache_dir, write_json
+from ..sources.text import heldout_texts
+from .checks import Claim, claims_frame
+from .perplexity import METRIC_COLUMNS, run_models
 from .tasks import build_tasks
-from .teacher import cache_dir
 
 # The score drawn for each task, and how tasks are averaged into the paper's panels.
 PRIMARY_METRIC = {
@@ -39,10 +41,8 @@ FAMILIES = {
 PERPLEXITY_METRICS = ("word_perplexity", "byte_perplexity", "perplexity")
 
 
-def task_manager(cfg: RunConfig):
+def task_manager(cfg: RunConfig) -> TaskManager:
     """lm-eval's task index, with the offline tasks built and registered when the run asks for them."""
-    from lm_eval.tasks import TaskManager
-
     if not any(t.startswith("boomerang_") for t in cfg.lm_eval.tasks):
         return TaskManager()
     texts = heldout_texts(cfg.data)
@@ -50,32 +50,26 @@ def task_manager(cfg: RunConfig):
     return TaskManager(include_path=str(root))
 
 
-@functools.cache
-def _quiet_hflm() -> type:
-    """lm-eval's `HFLM` without its per-request progress bars (a run shows one bar over its models);
-    they wrote a few hundred stderr lines per model into the executed notebook."""
-    from lm_eval.models.huggingface import HFLM
+class QuietHFLM(HFLM):
+    """lm-eval's `HFLM` without its per-request progress bars (a run shows one bar over its models): they
+    wrote a few hundred stderr lines per model into the executed notebook."""
 
-    class QuietHFLM(HFLM):
-        def loglikelihood(self, requests, disable_tqdm=True):
-            return super().loglikelihood(requests, disable_tqdm=True)
+    def loglikelihood(self, requests, disable_tqdm=True):
+        return super().loglikelihood(requests, disable_tqdm=True)
 
-        def loglikelihood_rolling(self, requests, disable_tqdm=True):
-            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+    def loglikelihood_rolling(self, requests, disable_tqdm=True):
+        return super().loglikelihood_rolling(requests, disable_tqdm=True)
 
-        def _loglikelihood_tokens(self, requests, disable_tqdm=True, override_bs=None):
-            return super()._loglikelihood_tokens(requests, disable_tqdm=True, override_bs=override_bs)
+    def _loglikelihood_tokens(self, requests, disable_tqdm=True, override_bs=None):
+        return super()._loglikelihood_tokens(requests, disable_tqdm=True, override_bs=override_bs)
 
-        def generate_until(self, requests, disable_tqdm=True):
-            return super().generate_until(requests, disable_tqdm=True)
-
-    return QuietHFLM
+    def generate_until(self, requests, disable_tqdm=True):
+        return super().generate_until(requests, disable_tqdm=True)
 
 
 def harness_model(model: torch.nn.Module, tokenizer, cfg: LmEvalConfig):
-    mixed = "bfloat16" if cfg.mixed_precision == "bf16" else None
-    return _quiet_hflm()(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size,
-                         mixed_precision_dtype=mixed)
+    mixed = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.mixed_precision)
+    return QuietHFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, mixed_precision_dtype=mixed)
 
 
 def ratio_stderr(pairs: list[tuple[float, float]]) -> float:
@@ -115,53 +109,44 @@ def result_rows(output: dict) -> list[dict]:
             if "," not in key or "_stderr," in key or not isinstance(value, (int, float)):
                 continue
             metric, filt = key.split(",", 1)
-            stderr = scores.get(f"{metric}_stderr,{filt}")
-            stderr = weighted.get(metric, stderr) if not isinstance(stderr, (int, float)) else stderr
+            stderr = scores.get(f"{metric}_stderr,{filt}")  # "N/A" without bootstrap, absent for some
+            stderr = stderr if isinstance(stderr, (int, float)) else weighted.get(metric, float("nan"))
             rows.append({"task": task, "metric": metric if filt == "none" else f"{metric},{filt}",
-                         "value": float(value), "stderr": float(stderr) if stderr is not None else float("nan")})
+                         "value": float(value), "stderr": float(stderr)})
     return rows
 
 
-def score(model, tokenizer, tasks: list[str], manager, cfg: LmEvalConfig, seed: int = 0) -> tuple[list[dict], dict]:
-    """Run lm-eval on one in-memory model; returns tidy rows and the raw output."""
-    from lm_eval import simple_evaluate
-
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+def score(model, tokenizer, tasks: list[str], manager: TaskManager, cfg: LmEvalConfig,
+          seed: int = 0) -> tuple[list[dict], dict]:
+    """Run lm-eval on one in-memory model; returns tidy rows and the raw output. lm-eval's warnings that an
+    in-memory model is not a hub name are what this project intends; they are silenced."""
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     output = simple_evaluate(
         model=harness_model(model, tokenizer, cfg), tasks=tasks, num_fewshot=cfg.num_fewshot,
         limit=cfg.limit, task_manager=manager, bootstrap_iters=cfg.bootstrap_iters, log_samples=True,
+        gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
         random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
     )
     return result_rows(output), output
 
 
-def lm_eval_run(cfg: RunConfig, teacher, tokenizer, student, layout,
-                samples_dir: str | Path | None = None) -> pd.DataFrame:
-    """lm-eval scores of every model `run_models` yields under `cfg.lm_eval`, in the metrics.csv layout.
-
-    With `samples_dir`, lm-eval's per-sample logs are kept there, one JSON file per model."""
+def lm_eval_table(cfg: RunConfig, family: Family, samples_dir: str | Path | None = None) -> pd.DataFrame:
+    """lm-eval scores of every model `run_models` yields under `cfg.lm_eval`, in the layout of the held-out
+    table. With `samples_dir`, lm-eval's per-sample logs are kept there, one JSON file per model."""
     e = cfg.lm_eval
     if not e.tasks:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     manager = task_manager(cfg)
-    init_student = build_student(teacher, layout).eval() if e.naive_stride else None
-    tied = bool(getattr(teacher.config, "tie_word_embeddings", False))
-    orders = e.orders or cfg.interpolate.orders
     rows = []
-    models = run_models(teacher, student, layout, orders, init_student, e.size_stride, e.naive_stride,
-                        distinct_sizes=True)
+    models = run_models(family, e.orders or cfg.interpolate.orders, family.undistilled(), e.size_stride,
+                        e.naive_stride, distinct_sizes=True)
     for model, labels in models:
-        scored, output = score(model, tokenizer, e.tasks, manager, e, cfg.seed)
-        base = {**labels, **parameter_counts(model, tied), "batch_size": e.batch_size}
+        scored, output = score(model, family.tokenizer, e.tasks, manager, e, cfg.seed)
+        base = {**labels, **family.counts(model), "batch_size": e.batch_size}
         rows += [{**base, **r} for r in scored]
         if samples_dir is not None:
             write_json(Path(samples_dir) / f"{labels['model']}.json", output["samples"])
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
-
-
-def merge_metrics(metrics: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
-    """metrics.csv with the lm-eval rows replaced by `scored` (the held-out perplexity rows kept)."""
-    return pd.concat([metrics[metrics.task == "heldout"], scored], ignore_index=True)
 
 
 def panel_scores(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -187,24 +172,19 @@ def harness_checks(metrics: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame:
     """Per task's primary metric: does the teacher beat the student by more than `sigmas` standard errors
     of their difference, and what fraction of interpolated sizes lies between the two (within `sigmas`
     of the size's own standard error, so sampling noise alone does not count as falling outside)."""
-    rows = []
-    for task, p in metrics[metrics.task != "heldout"].groupby("task"):
+    claims = []
+    for task, p in metrics.groupby("task"):
         metric = PRIMARY_METRIC.get(task)
         p = p[p.metric == metric]
         if p.empty or not {"teacher", "student"} <= set(p.method):
             continue
         sign = -1 if metric in PERPLEXITY_METRICS else 1
         t, s = (p[p.method == who].iloc[0] for who in ("teacher", "student"))
-        gap = sign * (t.value - s.value)
-        se = math.hypot(t.stderr, s.stderr)
+        gap = sign * (t.value - s.value) / math.hypot(t.stderr, s.stderr)
         lo, hi = sorted([t.value, s.value])
         interp = p[p.method == "interpolated"]
         margin = sigmas * interp.stderr.fillna(0)
         between = ((interp.value >= lo - margin) & (interp.value <= hi + margin)).mean()
-        rows += [
-            {"order": "all", "claim": f"{task}: teacher beats student ({metric}, in stderr of the gap)",
-             "value": gap / se, "rule": f"> {sigmas:g}", "holds": bool(gap / se > sigmas)},
-            {"order": "all", "claim": f"{task}: interpolated sizes between student and teacher",
-             "value": between, "rule": ">= 0.9", "holds": bool(between >= 0.9)},
-        ]
-    return pd.DataFrame(rows, columns=["order", "claim", "value", "rule", "holds"])
+        claims += [Claim(f"{task}: teacher beats student ({metric}, in stderr of the gap)", gap, f"> {sigmas:g}"),
+                   Claim(f"{task}: interpolated sizes between student and teacher", between, ">= 0.9")]
+    return claims_frame(claims)

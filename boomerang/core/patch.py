@@ -9,15 +9,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from typing import get_args
+
+from ..config import Order
+from ..io import atomic_path
 from .arch import assemble
-from .io import atomic_path
 from .prune import Layout
 
-ORDERS = ("last_to_first", "first_to_last")
+ORDERS: tuple[str, ...] = get_args(Order)
 
 
 def patch_order(num_blocks: int, order: str) -> list[int]:
@@ -50,10 +52,29 @@ def patch(teacher: PreTrainedModel, student: PreTrainedModel, layout: Layout, bl
 
 @dataclass(frozen=True)
 class Interpolant:
+    """One size along a patch order. `k` counts the student layers patched (this project's convention);
+    `authors_k` is the authors' `--num-layers-to-patch` for the same model (see `authors_k`)."""
+
     order: str
     k: int
     blocks: tuple[int, ...]
     num_layers: int
+    authors_k: int | None
+
+
+def authors_k(layout: Layout, order: str, k: int) -> int | None:
+    """The authors' k for the model that patches the first `k` blocks of `order`, or None when their code
+    builds no such model.
+
+    Their k counts only multi-layer blocks: the single-layer blocks at the patched end of the order go in
+    with the multi-layer ones, so their model for k is the longest prefix of the order holding k multi-layer
+    blocks (last → first on Qwen3 or Pythia, theirs = this project's k − 2).
+    """
+    order_blocks = patch_order(layout.num_blocks, order)
+    multi = [len(layout.blocks[i]) > 1 for i in order_blocks]
+    if k < layout.num_blocks and not multi[k]:
+        return None
+    return sum(multi[:k])
 
 
 def interpolants(layout: Layout, order: str) -> list[Interpolant]:
@@ -63,7 +84,7 @@ def interpolants(layout: Layout, order: str) -> list[Interpolant]:
     for k in range(layout.num_blocks + 1):
         blocks = patched_blocks(layout.num_blocks, k, order)
         num = sum(sizes[i] if i in blocks else 1 for i in range(layout.num_blocks))
-        out.append(Interpolant(order, k, tuple(sorted(blocks)), num))
+        out.append(Interpolant(order, k, tuple(sorted(blocks)), num, authors_k(layout, order, k)))
     return out
 
 
@@ -98,18 +119,6 @@ def unique_tensor_bytes(models: Iterable[torch.nn.Module]) -> int:
         for t in [*model.parameters(), *model.buffers()]:
             seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
     return sum(seen.values())
-
-
-def interpolation_table(teacher, student, layout: Layout, orders: Iterable[str], tied_family: bool) -> pd.DataFrame:
-    """Size of every interpolated model along each order (built, counted, discarded)."""
-    from .evaluate import parameter_counts
-
-    rows = []
-    for order in orders:
-        for spec, model in sweep(teacher, student, layout, order):
-            rows.append({"order": order, "k": spec.k, "num_layers": spec.num_layers,
-                         "patched_blocks": list(spec.blocks), **parameter_counts(model, tied_family)})
-    return pd.DataFrame(rows)
 
 
 @torch.no_grad()

@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from ..core.patch import interpolants
+from ..family import Family
+from .checks import Claim, claims_frame
 
 
 def _common_rows(*mats: Tensor) -> int:
@@ -202,14 +207,11 @@ def final_state_cosine(model: nn.Module, reference: Sequence[Tensor], blocks: Te
     return total / count
 
 
-def alignment_table(teacher, students: dict[str, nn.Module], layout, blocks: Tensor, orders: Sequence[str],
-                    batch_size: int = 8, tokens_per_minibatch: int = 512) -> "pd.DataFrame":
-    """CKA grids and aligned-layer cosines for each student, and the final-state cosine of every
-    interpolated model built from the distilled student (`students["distilled"]`)."""
-    import pandas as pd
-
-    from .patch import interpolants, patch
-
+def alignment_table(family: Family, students: dict[str, nn.Module], blocks: Tensor, orders: Sequence[str],
+                    batch_size: int = 8, tokens_per_minibatch: int = 512) -> pd.DataFrame:
+    """CKA grids and aligned-layer cosines of each of `students` against the family's teacher, and the
+    final-state cosine of every interpolated model of the family."""
+    teacher, layout = family.teacher, family.layout
     rows = []
     for name, student in students.items():
         grid = cka_grid(student, teacher, blocks, batch_size, tokens_per_minibatch)
@@ -221,38 +223,34 @@ def alignment_table(teacher, students: dict[str, nn.Module], layout, blocks: Ten
     reference = final_states(teacher, blocks, batch_size)
     for order in orders:
         for spec in tqdm(interpolants(layout, order), desc=f"final-state cosine ({order})", leave=False):
-            model = patch(teacher, students["distilled"], layout, spec.blocks)
             rows.append({"model": f"interp_{order}_k{spec.k}", "kind": "final_cosine", "order": order,
                          "k": spec.k, "num_layers": spec.num_layers,
-                         "value": final_state_cosine(model, reference, blocks, batch_size)})
+                         "value": final_state_cosine(family.model(spec.blocks), reference, blocks, batch_size)})
     return pd.DataFrame(rows, columns=ALIGNMENT_COLUMNS)
 
 
-def alignment_checks(alignment: "pd.DataFrame", reference: str = "pruned, not distilled") -> "pd.DataFrame":
-    """Issue-level claims about alignment, computed from `alignment.csv`.
+def alignment_checks(alignment: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """What the paper's explanation predicts, from `alignment.csv`, for every model but `reference` (the
+    undistilled student):
 
-    - the distilled student's per-layer cosine is at least the undistilled one's at every aligned state,
-      and strictly above wherever the two students differ (states whose layers are the teacher's own,
-      frozen, are identical in both);
+    - its per-layer cosine is above the reference's at every aligned state where the two differ (states
+      whose layers are the teacher's own, frozen, are identical in both);
     - CKA peaks near the alignment map: for each student state, the teacher state of highest CKA is within
       one layer of the state it is aligned to.
     """
-    import pandas as pd
-
     cos = alignment[alignment.kind == "cosine"].pivot(index="student_state", columns="model", values="value")
-    rows = []
+    claims = []
     for name in [c for c in cos.columns if c != reference]:
         gap = cos[name] - cos[reference]
-        differs = gap.abs() > 1e-6
-        holds = bool((gap >= -1e-6).all() and (gap[differs] > 0).all())
-        rows.append({"model": name, "claim": "cosine above the undistilled student at every aligned state",
-                     "value": float(gap[differs].min()) if differs.any() else 0.0, "rule": "min gap > 0",
-                     "holds": holds})
+        differs = gap.abs() > 1e-6  # a state below the reference differs too, so its gap is the minimum
+        value = float(gap[differs].min()) if differs.any() else 0.0
+        claims.append(Claim("cosine above the undistilled student at every aligned state (min gap)", value, "> 0",
+                            name))
     cka = alignment[alignment.kind == "cka"]
     targets = alignment[alignment.kind == "cosine"].groupby(["model", "student_state"]).teacher_state.first()
     for name, grid in cka.groupby("model", sort=False):
         best = grid.loc[grid.groupby("student_state").value.idxmax()].set_index("student_state").teacher_state
         off = (best - targets.loc[name]).abs()
-        rows.append({"model": name, "claim": "CKA peaks within one layer of the alignment map",
-                     "value": float((off <= 1).mean()), "rule": "fraction of states", "holds": bool((off <= 1).all())})
-    return pd.DataFrame(rows)
+        claims.append(Claim("CKA peaks within one layer of the alignment map (fraction of states)",
+                            float((off <= 1).mean()), ">= 1", name))
+    return claims_frame(claims)

@@ -8,7 +8,9 @@ from matplotlib.ticker import LogFormatter
 import pandas as pd
 import seaborn as sns
 
-from .io import atomic_path
+from ..io import atomic_path
+from ..measure.perplexity import interpolation_curve
+from .sweeps import PRESET, Sweep
 
 ORDER_LABELS = {"last_to_first": "patch last → first", "first_to_last": "patch first → last"}
 COLORS = {"interpolated": "#1f77b4", "naive_pruned": "#d62728", "student": "#2ca02c", "teacher": "black"}
@@ -140,7 +142,7 @@ def sweep_figure(curves: dict[str, dict[str, pd.DataFrame]], others: pd.DataFram
 def distill_log_figure(log: pd.DataFrame) -> plt.Figure:
     """Every loss term against training tokens."""
     _style()
-    terms = [t for t in ("loss", "ce", "kl", "cos", "mse", "forced") if t in log]
+    terms = [t for t in ("loss", "ce", "kl", "cos", "tail") if t in log]
     fig, axes = plt.subplots(1, len(terms), figsize=(3.4 * len(terms), 3))
     for ax, term in zip(axes, terms):
         ax.plot(log.tokens / 1e3, log[term], lw=1)
@@ -220,3 +222,36 @@ def final_cosine_figure(alignment: pd.DataFrame, metrics: pd.DataFrame) -> plt.F
         ax.set_title(ORDER_LABELS.get(order, order))
     fig.tight_layout()
     return fig
+
+
+def sweep_figures(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame,
+                  offshelf: pd.DataFrame | None, orders: list[str], directory: str | Path) -> list[str]:
+    """Every figure of the sweep that has runs to draw: per figure of the sweep file, the reference run's
+    curve (and the preset's) with its variants' (a separately distilled student as a point); Fig. 7
+    (interpolation against ShortGPT and LaCo) and Fig. 6 (each off-the-shelf pair). Returns the names drawn."""
+    drawn = []
+    for name, spec in sweep.spec.figures.items():
+        labels = {sweep.reference: spec.reference} if spec.reference else {}
+        labels |= {PRESET: spec.preset} if spec.preset else {}
+        members = [v for v, variant in sweep.variants.items() if variant.figure == name and v in runs]
+        points = [v for v in members if "separately_distilled" in sweep.variants[v].roles]
+        labels |= {v: sweep.variants[v].label for v in members if v not in points}
+        curves = {order: {shown: interpolation_curve(runs[label], order) for label, shown in labels.items()
+                          if label in runs} for order in orders}
+        others = (pd.concat([runs[v][runs[v].method == "student"].assign(label="distilled at this size", style="point")
+                             for v in points], ignore_index=True) if points else None)
+        if sum(label in runs for label in labels) + len(points) > 1:
+            save(sweep_figure(curves, others, title=spec.title), directory, name)
+            drawn.append(name)
+    if PRESET in runs:
+        curves = {order: {"boomerang interpolation": interpolation_curve(runs[PRESET], order)} for order in orders}
+        pruners = layer_pruning.assign(label=layer_pruning.method.map({"shortgpt": "ShortGPT", "laco": "LaCo"}),
+                                       style="line")
+        save(sweep_figure(curves, pruners, title="Interpolation vs layer-pruning methods"), directory,
+             "fig7_layer_pruning")
+        drawn.append("fig7_layer_pruning")
+    for pair, table in ([] if offshelf is None else offshelf.groupby("task")):
+        save(boomerang_figure(table, metric=table.metric.iloc[0], task=pair, title=pair), directory,
+             f"fig6_offshelf_{pair}")
+        drawn.append(f"fig6_offshelf_{pair}")
+    return drawn

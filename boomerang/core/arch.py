@@ -83,6 +83,22 @@ def num_layers(config) -> int:
     return getattr(config, adapter_for(config).num_layers_key)
 
 
+def ties_embeddings(config) -> bool:
+    """Whether the family shares its input embedding with its LM head. Read from the teacher's config
+    rather than from tensor identity, so that interpolated models whose embedding and head come from
+    different models are counted like teacher and student."""
+    return bool(getattr(config, "tie_word_embeddings", False))
+
+
+def parameter_counts(model: nn.Module, tied_family: bool) -> dict[str, int]:
+    """Training-time count (a tied family's embedding counted once) and inference-time count (both)."""
+    adapter = adapter_for(model)
+    parts = [decoder_layers(model), model.get_submodule(adapter.norm), *(model.get_submodule(p) for p in adapter.embed)]
+    body = sum(p.numel() for part in parts for p in part.parameters())
+    head = model.get_submodule(adapter.head).weight.numel()
+    return {"params": body + (0 if tied_family else head), "params_inference": body + head}
+
+
 def _share_or_copy(dst: nn.Module, src: nn.Module, copy: bool) -> None:
     """Point every parameter and buffer of `dst` at the matching tensor of `src` (cloned if `copy`)."""
     src_modules = dict(src.named_modules())

@@ -1,0 +1,1 @@
+"""Distillation: the objective's loss terms, resumable checkpoints, and the training loop."""

@@ -1,0 +1,275 @@
+"""Distil the pruned student from the frozen teacher: one loop for one CPU, one GPU or several processes.
+
+Several processes (`torchrun` or `accelerate launch` sets them up) replicate the student (DDP) or shard
+every decoder layer (FSDP, as the authors do), on GPUs or, for the offline rehearsal, on CPUs. Checkpoints
+hold everything that shapes the rest of the run, so an interrupted run resumes to exactly the result of
+an uninterrupted one; a non-finite loss stops the run before anything is saved.
+
+    python -m boomerang.distill --config configs/smollm2-cpu.yaml
+    torchrun --nproc_per_node 4 -m boomerang.distill --config configs/qwen3-4b.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
+
+from ..artefacts import CHECKPOINTS, DISTILL_LOG, STUDENT, STUDENT_INIT
+from ..config import ConfigError, DistillConfig, RunConfig, load_config, parse_overrides
+from ..core.arch import adapter_for, decoder_layers
+from ..core.patch import patch
+from ..core.prune import Layout, read_layout, save_student
+from ..device import autocast, default_device
+from ..io import write_csv
+from ..provenance import code_digests
+from ..sources.teacher import load_teacher
+from ..sources.text import train_batches
+from . import checkpoint
+from .checkpoint import Ranks
+from .loss import Batch, Step, Term, objective, total_loss
+
+LOG_COLUMNS = ["step", "tokens", "lr", "grad_norm", "loss", "ce", "kl", "cos", "tail", "extra_layers", "tokens_per_s"]
+
+
+class Distilled(nn.Module):
+    """The model being trained and the objective as one module, so that DDP and FSDP see a step's whole
+    forward, the LM heads' use included. `reads` picks the hidden states at the student's block
+    boundaries (an interpolant's); none: every one (the student's)."""
+
+    def __init__(self, model: nn.Module, terms: list[Term], alignment: list[int], precision: str,
+                 reads: list[int] | None = None):
+        super().__init__()
+        self.model = model  # the only registered module: the teacher's parts live in the terms
+        self.terms, self.alignment, self.precision, self.reads = terms, alignment, precision, reads
+
+    def forward(self, batch: Batch, teacher_hidden: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
+        no_logits = torch.empty(0, dtype=torch.long, device=batch.input_ids.device)  # the terms apply the heads
+        with autocast(batch.input_ids.device, self.precision):
+            hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.mask, output_hidden_states=True,
+                                logits_to_keep=no_logits).hidden_states
+        if self.reads is not None:
+            hidden = tuple(hidden[b] for b in self.reads)
+        head = self.model.get_submodule(adapter_for(self.model).head)
+        return total_loss(self.terms, Step(batch, hidden, teacher_hidden, self.alignment, head, self.precision))
+
+
+def patch_aware_model(teacher, student, layout: Layout, probability: float, seed: int, draw: int):
+    """For a patch-aware step: with `probability`, the student with a random number (one to all but one) of
+    its multi-layer blocks, chosen at random, replaced by their teacher blocks, and the indices of its hidden
+    states at the student's block boundaries; otherwise `(student, None)`. Seeded by `draw`, so a resumed run
+    draws the same models."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + draw)
+    multi = [i for i, block in enumerate(layout.blocks) if len(block) > 1]
+    if len(multi) < 2 or torch.rand((), generator=g).item() >= probability:
+        return student, None
+    count = int(torch.randint(1, len(multi), (), generator=g))
+    chosen = {multi[i] for i in torch.randperm(len(multi), generator=g)[:count].tolist()}
+    boundaries = [0]
+    for i, block in enumerate(layout.blocks):
+        boundaries.append(boundaries[-1] + (len(block) if i in chosen else 1))
+    return patch(teacher, student, layout, chosen).train(student.training), boundaries
+
+
+def _optimizer(model: nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (norms and biases are not decayed)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def _freeze(student, layout: Layout, cfg: DistillConfig) -> None:
+    """Embeddings, final norm and head stay at the teacher's unless `train_embeddings`; a student layer
+    whose block is one teacher layer is that layer in its own place, and with `freeze_unpruned_blocks` it
+    stays so, which keeps the student's states consumable by real teacher layers."""
+    adapter = adapter_for(student)
+    if not cfg.train_embeddings:
+        for path in (*adapter.embed, adapter.norm, adapter.head):
+            student.get_submodule(path).requires_grad_(False)
+    if cfg.freeze_unpruned_blocks:
+        for i, block in enumerate(layout.blocks):
+            if len(block) == 1:
+                decoder_layers(student)[i].requires_grad_(False)
+
+
+def _processes(cfg: DistillConfig) -> tuple[Ranks, torch.device]:
+    """This process's place among those `torchrun` started (one when started alone)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    device = default_device()
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(dist.get_rank() if world > 1 else 0, world, world > 1 and cfg.parallel == "fsdp", device), device
+
+
+def _wrap(distilled: Distilled, ranks: Ranks, device: torch.device) -> nn.Module:
+    """Replicate (DDP) or shard every decoder layer and the rest (FSDP) across processes."""
+    if ranks.world == 1:
+        return distilled
+    if ranks.sharded:
+        for layer in decoder_layers(distilled.model):
+            fully_shard(layer)
+        return fully_shard(distilled)
+    return DistributedDataParallel(distilled, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _no_sync(model: nn.Module, ranks: Ranks, last_micro: bool):
+    """Gradient accumulation: processes exchange gradients only on a step's last micro-batch."""
+    if ranks.world == 1 or last_micro:
+        if ranks.sharded:
+            model.set_requires_gradient_sync(True)
+        return nullcontext()
+    if ranks.sharded:
+        model.set_requires_gradient_sync(False)
+        return nullcontext()
+    return model.no_sync()
+
+
+def _mean(values: dict[str, float], ranks: Ranks) -> dict[str, float]:
+    """The mean over processes of every logged value (not the main process's share)."""
+    if ranks.world == 1:
+        return values
+    names = sorted(values)
+    means = torch.tensor([values[n] for n in names], device=ranks.device, dtype=torch.float64)
+    dist.all_reduce(means)
+    return dict(zip(names, (means / ranks.world).tolist()))
+
+
+def checkpoint_root(cfg: RunConfig):
+    """Checkpoints are keyed by everything that shapes training, the code included, so that neither a
+    changed config nor changed code ever resumes them."""
+    code = "".join(code_digests(train).values())
+    return CHECKPOINTS.path(cfg) / cfg.digest("seed", "teacher", "prune", "data", "distill") / code[:16]
+
+
+def train(cfg: RunConfig, stop_after: int | None = None, log=print) -> pd.DataFrame:
+    """Distil `runs/<run>/student_init` into `runs/<run>/student`, logging every step to `distill_log.csv`;
+    returns the log. Resumes from the newest checkpoint of the same config and code. `stop_after` ends the
+    run early after that many steps (a real interruption resumes the same way)."""
+    d = cfg.distill
+    ranks, device = _processes(d)
+    if ranks.world != d.num_processes:
+        raise ConfigError(f"distill.num_processes is {d.num_processes} but {ranks.world} process(es) were started")
+    torch.manual_seed(cfg.seed)
+
+    teacher, tokenizer = load_teacher(cfg.teacher, device)
+    student = AutoModelForCausalLM.from_pretrained(str(STUDENT_INIT.path(cfg)), dtype=torch.float32).to(device)
+    layout = read_layout(STUDENT_INIT.path(cfg))
+    student.train()
+    if d.gradient_checkpointing:  # transformers renamed it late in 5.x; the old name warns from then on
+        enable = getattr(student, "activation_checkpointing_enable", None) or student.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
+    _freeze(student, layout, d)
+    terms = objective(d, teacher, layout)
+    model = _wrap(Distilled(student, terms, layout.alignment, d.mixed_precision), ranks, device)
+    optimizer = _optimizer(model, d)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, math.ceil(d.warmup_frac * d.steps), d.steps, min_lr_rate=d.min_lr_frac)
+
+    root = checkpoint_root(cfg)
+    start, rows, data_state = 0, [], None
+    restored = checkpoint.resume(root, model, optimizer, ranks, log)
+    if restored is not None:
+        state, data_state = restored
+        scheduler.load_state_dict(state["scheduler"])
+        start, rows = state["step"], state["log"]
+
+    batches = train_batches(cfg.data, tokenizer, d.batch_size, cfg.seed, ranks.rank, ranks.world, data_state)
+    tokens_per_step = d.batch_size * d.grad_accum * ranks.world * cfg.data.seq_len
+    last = d.steps if stop_after is None else min(d.steps, stop_after)
+    clock = time.perf_counter()
+    steps = range(start, last)
+    for step in tqdm(steps, initial=start, total=d.steps, desc="distill") if ranks.main else steps:
+        logged: dict[str, float] = {}
+        for micro in range(d.grad_accum):
+            input_ids = next(batches).to(device)
+            batch = Batch(input_ids, torch.ones_like(input_ids))
+            with torch.no_grad(), autocast(device, d.mixed_precision):
+                teacher_hidden = teacher(input_ids=input_ids, attention_mask=batch.mask, output_hidden_states=True,
+                                         logits_to_keep=torch.empty(0, dtype=torch.long, device=device)).hidden_states
+            trained, reads = model, None
+            if d.patch_prob:
+                interpolant, reads = patch_aware_model(teacher, student, layout, d.patch_prob, cfg.seed,
+                                                       step * d.grad_accum + micro)
+                if reads is not None:
+                    trained = Distilled(interpolant, terms, layout.alignment, d.mixed_precision, reads)
+            with _no_sync(model, ranks, micro == d.grad_accum - 1):
+                loss, values = trained(batch, teacher_hidden)
+                if d.patch_prob:
+                    values["extra_layers"] = 0 if reads is None else reads[-1] - layout.num_blocks
+                (loss / d.grad_accum).backward()
+            for name, value in values.items():
+                logged[name] = logged.get(name, 0.0) + value / d.grad_accum
+        logged = _mean(logged, ranks)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), d.grad_clip)
+        grad_norm = float(grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm)
+        if not all(map(math.isfinite, [*logged.values(), grad_norm])):
+            saved = checkpoint.steps_saved(root)
+            raise FloatingPointError(
+                f"distillation step {step + 1}: non-finite loss or gradient ({logged}, grad norm {grad_norm}); "
+                f"nothing was saved or recorded. " + (f"{saved[0].name} remains to resume from once the cause is "
+                f"fixed (e.g. a lower distill.lr or a higher distill.temperature)" if saved else "No checkpoint yet."))
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        elapsed = time.perf_counter() - clock
+        rows.append({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr, "grad_norm": grad_norm,
+                     **logged, "tokens_per_s": (step + 1 - start) * tokens_per_step / elapsed})
+        done = step + 1 == last
+        if (step + 1) % d.checkpoint_every == 0 or done:
+            if ranks.main:
+                write_csv(DISTILL_LOG.path(cfg), _log_frame(rows))
+                log(f"step {step + 1}/{d.steps}: " + ", ".join(f"{k} {logged[k]:.4g}" for k in ("loss", "ce", "kl", "cos")
+                                                              if k in logged) + f", {rows[-1]['tokens_per_s']:.0f} tokens/s")
+            if step + 1 < d.steps:
+                checkpoint.save(root, step + 1, model, optimizer, ranks, {"scheduler": scheduler.state_dict(), "log": rows},
+                                batches.state())
+
+    if last == d.steps:
+        state_dict = get_model_state_dict(student, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if ranks.main:
+            save_student(student, layout, STUDENT.path(cfg), tokenizer, state_dict=state_dict)
+            shutil.rmtree(CHECKPOINTS.path(cfg), ignore_errors=True)
+    ranks.barrier()
+    if ranks.world > 1:
+        dist.destroy_process_group()
+    return _log_frame(rows)
+
+
+def _log_frame(rows: list[dict]) -> pd.DataFrame:
+    """The log with its columns in one order, however a resumed run's rows were stored."""
+    frame = pd.DataFrame(rows)
+    return frame[[c for c in LOG_COLUMNS if c in frame] + sorted(set(frame) - set(LOG_COLUMNS))]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--override", default="{}", help='JSON of dotted overrides, e.g. \'{"distill.steps": 10}\'')
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, parse_overrides(args.override))
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    train(cfg)

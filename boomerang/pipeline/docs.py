@@ -1,0 +1,122 @@
+"""The records in docs/, generated from results/: templates hold the prose, every number comes from a table.
+
+`docs/runs/<run>.md` is what a run shows (its stage 07), `docs/experiments/<preset>.md` what a sweep shows
+(stage 10). A run whose results hold a `recipe_search.csv` (the record of recipes tried before it) gets
+that record rendered in its document.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from .. import artefacts as A
+from ..config import REPO_ROOT, RunConfig
+from ..io import write_text
+from ..measure.harness import PRIMARY_METRIC
+from ..measure.perplexity import BETWEEN_TOLERANCE, interpolation_curve
+from .sweeps import PRESET, Sweep
+
+TEMPLATES = REPO_ROOT / "docs" / "templates"
+RECIPE_RECORD = "recipe_search.csv"
+
+
+def table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A Markdown table with numbers to `digits` significant figures and empty cells for missing values."""
+    def cell(v):
+        if isinstance(v, float):
+            return "" if pd.isna(v) else f"{v:.{digits}g}"
+        return v
+    return frame.map(cell).to_markdown(index=False)
+
+
+def _render(name: str, path: Path, **context) -> None:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
+                      trim_blocks=True, lstrip_blocks=True)
+    write_text(path, env.get_template(name).render(table=table, **context))
+
+
+def _relative(target: Path, doc: Path) -> str:
+    """A link from `doc` to `target`."""
+    return Path(os.path.relpath(target, doc.parent)).as_posix()
+
+
+def perplexity_by_size(metrics: pd.DataFrame, order: str) -> pd.DataFrame:
+    """Student, every interpolated size along `order` and the teacher, with naive pruning where it ran."""
+    ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
+    curve = ppl[(ppl.method.isin(["student", "teacher"])) | ((ppl.method == "interpolated") & (ppl.order == order))]
+    naive = ppl[(ppl.method == "naive_pruned") & (ppl.order.isin([order, "none"]))]
+    out = curve.assign(model=curve.method).sort_values(["num_layers", "k"])[
+        ["model", "num_layers", "k", "authors_k", "params", "value"]].rename(columns={"value": "perplexity"})
+    naive = naive.groupby("num_layers").value.last().rename("naive pruning")
+    out = out.merge(naive, left_on="num_layers", right_index=True, how="left")
+    out.loc[out.model != "interpolated", "naive pruning"] = float("nan")
+    out["params"] = (out.params / 1e6).round(1)
+    return out.rename(columns={"params": "params (M)", "authors_k": "authors' k"})
+
+
+def lm_eval_by_model(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each model's primary metric on every task it was scored on."""
+    primary = scores[scores.metric == scores.task.map(PRIMARY_METRIC)]
+    wide = primary.pivot_table(index=["method", "order", "num_layers"], columns="task", values="value").reset_index()
+    return wide.sort_values(["num_layers", "method"])
+
+
+def write_run_doc(cfg: RunConfig) -> Path:
+    """docs/runs/<run>.md from the run's results/ and figures/."""
+    doc = A.RUN_DOC.path(cfg)
+    metrics = pd.read_csv(A.METRICS.path(cfg))
+    ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
+    ends = ppl[ppl.method.isin(["student", "teacher"])].set_index("method")
+    read = lambda a: pd.read_csv(a.path(cfg)) if a.path(cfg).exists() else None  # noqa: E731
+    log, scores, layout = read(A.DISTILL_LOG), read(A.LM_EVAL), read(A.LAYOUT)
+    record = cfg.results_dir / RECIPE_RECORD
+    figures = {a: _relative(cfg.figures_dir / f"{a}.png", doc)
+               for a in ("fig2_interpolation_vs_naive_pruning", "fig2_lm_eval", "alignment_cka", "alignment_cosine",
+                         "alignment_final_state_vs_perplexity", "distill_log")
+               if (cfg.figures_dir / f"{a}.png").exists()}
+    _render("run.md.j2", doc, cfg=cfg, ends=ends, layout=layout, log=log,
+            orders={o: perplexity_by_size(metrics, o) for o in cfg.interpolate.orders},
+            checks=read(A.CHECKS), lm_eval=lm_eval_by_model(scores) if scores is not None and len(scores) else None,
+            lm_eval_checks=read(A.LM_EVAL_CHECKS), alignment_checks=read(A.ALIGNMENT_CHECKS), figures=figures,
+            tolerance=BETWEEN_TOLERANCE, record=pd.read_csv(record) if record.exists() else None)
+    return doc
+
+
+def curve_summary(runs: dict[str, pd.DataFrame], labels: dict[str, str], orders: list[str]) -> pd.DataFrame:
+    """Per run of a figure: its student, and per order the range of its interpolated sizes and their ρ."""
+    rows = []
+    for label, shown in labels.items():
+        if label not in runs:
+            continue
+        m = runs[label]
+        row = {"run": label, "shown as": shown, "student": m[m.method == "student"].value.iloc[0]}
+        for order in orders:
+            curve = interpolation_curve(m, order).iloc[1:-1]
+            if len(curve):
+                row[f"{order}: interpolated"] = f"{curve.value.min():.3g}–{curve.value.max():.3g}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_experiments_doc(cfg: RunConfig, sweep: Sweep, runs: dict[str, pd.DataFrame], claims: pd.DataFrame) -> Path:
+    """docs/experiments/<preset>.md from the sweep's results/ and figures/."""
+    doc = A.EXPERIMENTS_DOC.path(cfg)
+    orders = cfg.interpolate.orders
+    sections = []
+    for name, spec in sweep.spec.figures.items():
+        labels = ({sweep.reference: spec.reference} if spec.reference else {}) | \
+                 ({PRESET: spec.preset} if spec.preset else {}) | \
+                 {v: variant.label for v, variant in sweep.variants.items() if variant.figure == name}
+        image = cfg.figures_dir / f"{name}.png"
+        sections.append({"spec": spec, "image": _relative(image, doc) if image.exists() else None,
+                         "runs": curve_summary(runs, labels, orders),
+                         "claims": claims[claims.figure == spec.paper]})
+    extra = {n: _relative(cfg.figures_dir / f"{n}.png", doc) for n in ["fig7_layer_pruning"]
+             if (cfg.figures_dir / f"{n}.png").exists()}
+    _render("experiments.md.j2", doc, cfg=cfg, sweep=sweep, claims=claims, sections=sections, figures=extra,
+            layer_pruning=pd.read_csv(A.LAYER_PRUNING.path(cfg)), flops=pd.read_csv(A.FLOPS.path(cfg)),
+            missing=[v for v in sweep.variants if v not in runs])
+    return doc

@@ -1,0 +1,68 @@
+"""The paper's baselines and ablations as a sweep of pipeline runs over one preset, then the experiment
+stages: `08_layer_pruning` (ShortGPT, LaCo, FLOPs), `09_offshelf_pairs` (released distilled models and
+their teachers, hub presets only) and `10_experiments` (one figure per paper figure, `claims.csv`).
+
+Each variant is the ordinary pipeline under the run name `<preset>--<variant>`, so every stage is cached
+per variant and the teacher, the text and the token cache are shared.
+
+    python -m boomerang.pipeline.experiments --sweep configs/sweeps/smollm2-cpu.yaml [--only random-init ...]
+    python -m boomerang.pipeline.experiments --only      # no variant: baselines, figures, claims
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..config import ConfigError
+from . import runner
+from .stages import stages
+from .sweeps import PRESET, read_sweep
+
+
+def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, force: tuple[str, ...] = (),
+              log=print, dry_run: bool = False) -> dict[str, dict[str, str]]:
+    """Run the preset, the variants (all, or those in `only`; `()` for none) and the experiment stages;
+    `force` re-runs the named stages of every run (e.g. `07_report` to redraw after a plotting change).
+    `dry_run` runs nothing and says what would run."""
+    sweep = read_sweep(path)
+    unknown = set(only or ()) - set(sweep.variants)
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {sorted(unknown)}; the sweep has {sorted(sweep.variants)}")
+    run_stages = set(force) & {s.name for s in stages("run")}
+    outcome = {PRESET: runner.run(sweep.preset, force=tuple(run_stages), log=log, dry_run=dry_run)}
+    for i, name in enumerate(sweep.variants, 1):
+        if only is not None and name not in only:
+            continue
+        log(f"=== variant {i}/{len(sweep.variants)}: {name}")
+        outcome[name] = runner.run(sweep.preset, sweep.overrides(name), force=tuple(run_stages), log=log,
+                                   dry_run=dry_run)
+    # 10_experiments reads every run of the sweep, which no cache key of its own covers: it always runs
+    experiment_force = ("10_experiments", *(set(force) - run_stages))
+    outcome["experiments"] = runner.run(sweep.preset, {"experiments.sweep": str(sweep.path)}, force=experiment_force,
+                                        group="experiments", log=log, dry_run=dry_run)
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", default="configs/sweeps/smollm2-cpu.yaml")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="variants to run (default: all; `--only` alone: none, just the baselines and figures)")
+    parser.add_argument("--force", nargs="*", default=(), help="stage names to re-run in every run, e.g. 07_report")
+    parser.add_argument("--dry-run", action="store_true", help="say which stages of which runs would run; run nothing")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    only = None if args.only is None else tuple(args.only)
+    try:
+        outcome = run_sweep(args.sweep, only, tuple(args.force), dry_run=args.dry_run)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    print(json.dumps(outcome, indent=2))
+    print(f"experiments finished in {time.perf_counter() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

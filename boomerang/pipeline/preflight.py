@@ -1,0 +1,103 @@
+"""Checks before anything expensive runs: does the teacher fit the layout or the released student, and is
+the text there, readable and long enough? Each failure names its cause and what to change."""
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from ..config import ConfigError, RunConfig
+from ..core.arch import adapter_for, decoder_layers, num_layers
+from ..core.prune import Layout, layout_from_config, read_layout
+from ..io import cache_dir
+from ..measure.tasks import build_tasks
+from ..sources.teacher import teacher_path
+from ..sources.text import heldout_texts, pack, split_corpus
+
+RESEMBLANCE = 0.5  # a distilled layer keeps a cosine far above this to the teacher layer it was copied from
+
+
+def _shape(config) -> tuple:
+    return config.model_type, config.hidden_size, config.vocab_size
+
+
+def check_student_config(teacher_config, student_config, layout: Layout, where: str) -> None:
+    """A student in the released format belongs to this teacher: same family and widths, its
+    `student_config.json` spans the teacher's layers, its checkpoint has one layer per copied layer."""
+    if _shape(student_config) != _shape(teacher_config):
+        raise ConfigError(f"{where}: student (family, hidden size, vocabulary) {_shape(student_config)} does not "
+                          f"match the teacher's {_shape(teacher_config)}")
+    if layout.num_teacher_layers != num_layers(teacher_config):
+        raise ConfigError(f"{where}: its student_config.json spans {layout.num_teacher_layers} teacher layers, the "
+                          f"teacher has {num_layers(teacher_config)}")
+    if num_layers(student_config) != layout.num_blocks:
+        raise ConfigError(f"{where}: the checkpoint has {num_layers(student_config)} layers, its student_config.json "
+                          f"copies {layout.num_blocks}")
+
+
+@torch.no_grad()
+def resemblance(student: PreTrainedModel, teacher: PreTrainedModel, layout: Layout) -> list[float]:
+    """Cosine between each student layer's weights and those of the teacher layer it claims to copy."""
+    out = []
+    for i, j in enumerate(layout.kept):
+        s, t = decoder_layers(student)[i].state_dict(), decoder_layers(teacher)[j].state_dict()
+        a = torch.cat([s[k].flatten().float() for k in s])
+        b = torch.cat([t[k].flatten().float().to(a.device) for k in s])
+        out.append(torch.nn.functional.cosine_similarity(a, b, dim=0).item())
+    return out
+
+
+def check_released_student(path: str, teacher: PreTrainedModel, layout: Layout, log=print) -> PreTrainedModel:
+    """Load a released student for this teacher, and warn when the layers it claims to have copied do not
+    resemble the teacher's (a student of another teacher of the same shape)."""
+    student = AutoModelForCausalLM.from_pretrained(str(path), dtype=teacher.dtype).to(teacher.device).eval()
+    check_student_config(teacher.config, student.config, layout, str(path))
+    cosines = resemblance(student, teacher, layout)
+    unlike = [layout.kept[i] for i, c in enumerate(cosines) if c < RESEMBLANCE]
+    if unlike:
+        log(f"WARNING: {path}: the student's layers copied from teacher layers {unlike} do not resemble them "
+            f"(weight cosine < {RESEMBLANCE}; lowest {min(cosines):.2f}). Is it a student of this teacher? "
+            "Interpolated models will be meaningless otherwise.")
+    return student
+
+
+def preflight(cfg: RunConfig, log=print) -> None:
+    """What a run needs from its inputs, checked from configs and text before any model is loaded."""
+    source = teacher_path(cfg.teacher)
+    teacher_config = AutoConfig.from_pretrained(source)
+    try:
+        adapter_for(teacher_config)
+    except NotImplementedError as err:
+        raise ConfigError(f"teacher {cfg.teacher.name}: {err}") from None
+    n = num_layers(teacher_config)
+    if cfg.prune.student:
+        layout = read_layout(cfg.prune.student)
+        check_student_config(teacher_config, AutoConfig.from_pretrained(cfg.prune.student), layout, cfg.prune.student)
+    else:
+        try:
+            layout = layout_from_config(cfg.prune, n)
+        except ValueError as err:
+            raise ConfigError(f"prune: {err} (the teacher has {n} layers)") from None
+        if not layout.pruned:
+            raise ConfigError(f"prune keeps all {n} teacher layers: there is nothing to distil or interpolate")
+    if cfg.data.source == "hub":
+        return  # a streamed dataset is checked as it is read; the GPU box has the hub
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    split = split_corpus(cfg.data, tokenizer)  # names an undecodable file or an unknown held-out document
+    d, seq = cfg.distill, cfg.data.seq_len
+    held_out, train = len(pack(split["heldout"], seq)), len(pack(split["train"], seq))
+    if held_out == 0:
+        raise ConfigError(f"the held-out documents {cfg.data.heldout_documents} have {split['heldout'].size} tokens, "
+                          f"fewer than one block of data.seq_len = {seq}")
+    if train < d.batch_size * d.num_processes:
+        raise ConfigError(f"the training text has {train} blocks of {seq} tokens, fewer than one global batch of "
+                          f"{d.batch_size * d.num_processes}")
+    for section in ("evaluate", "align"):
+        wanted = getattr(cfg, section).eval_tokens
+        if wanted > held_out * seq:
+            log(f"WARNING: {section}.eval_tokens = {wanted} but the held-out text has {held_out * seq} tokens in "
+                "blocks: every block is used")
+    if "boomerang_offline" in cfg.lm_eval.tasks or any(t.startswith("boomerang_") for t in cfg.lm_eval.tasks):
+        try:
+            build_tasks(heldout_texts(cfg.data), cache_dir() / "lm_eval_tasks", cfg.lm_eval.offline, cfg.seed)
+        except ValueError as err:
+            raise ConfigError(f"lm_eval.offline: {err}") from None

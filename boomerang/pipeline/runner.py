@@ -1,0 +1,174 @@
+"""Run the numbered notebooks in order with papermill, from one config, caching every stage.
+
+A stage is skipped when its cache key is unchanged and its outputs are as it left them. The key covers
+what the stage runs: the config sections it reads, the package code its function reaches (docstrings and
+comments aside), its notebook's code cells, and the key of the stage before it, so a change re-runs that
+stage and every later one. Executed notebooks are kept under `results/<run>/notebooks/`.
+
+    python -m boomerang.pipeline --config configs/smollm2-cpu.yaml [--dry-run] [--force 04_evaluate]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+from papermill.exceptions import PapermillExecutionError
+
+from ..artefacts import EXECUTED, STAGE_RECORDS
+from ..config import REPO_ROOT, ConfigError, RunConfig, load_config, parse_overrides, resolve_preset
+from ..io import read_json, write_json
+from ..provenance import code_digests, fingerprint
+from .preflight import preflight
+from .stages import Stage, stages
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+# What the notebooks' kernels are told: no progress bars or library chatter in the executed notebooks
+# (JupyterLab, without these, shows progress bars as widgets).
+KERNEL_ENV = {"TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error",
+              "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def code_cells(notebook: dict) -> str:
+    """The code cells' sources only: prose edits and saving in Jupyter (outputs, ids) keep the cache."""
+    return json.dumps(["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"])
+
+
+def key_parts(cfg: RunConfig, stage: Stage, notebook: dict, upstream: str) -> dict:
+    """Everything a stage's result depends on, by part, so that a dry run can say which part changed."""
+    return {"config": cfg.digest(*stage.sections) if stage.sections else "",
+            "code": code_digests(stage.run),
+            "notebook": hashlib.sha256(code_cells(notebook).encode()).hexdigest()[:16],
+            "upstream": upstream}
+
+
+def stage_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def outputs(cfg: RunConfig, stage: Stage) -> list[Path]:
+    return [path for artefact in stage.writes for path in artefact.files(cfg)]
+
+
+def why_not_cached(record: dict | None, parts: dict, cfg: RunConfig, stage: Stage) -> str | None:
+    """None when the stage's record matches; otherwise what changed."""
+    if record is None:
+        return "never ran"
+    old = record.get("parts", {})
+    changed = [f"config {', '.join(stage.sections)}" if old.get("config") != parts["config"] else None,
+               "notebook code" if old.get("notebook") != parts["notebook"] else None]
+    old_code = old.get("code", {})
+    code = sorted(m for m in set(parts["code"]) | set(old_code) if parts["code"].get(m) != old_code.get(m))
+    changed.append(f"code of {', '.join(code)}" if code else None)
+    changed = [c for c in changed if c]
+    if changed:
+        return "changed: " + "; ".join(changed)
+    if old.get("upstream") != parts["upstream"]:
+        return "an earlier stage's result changed"
+    now = fingerprint(outputs(cfg, stage))
+    touched = sorted(Path(p).name for p in set(now) | set(record.get("outputs", {}))
+                     if now.get(p) != record.get("outputs", {}).get(p))
+    if touched:
+        return f"outputs changed outside the runner: {', '.join(touched)}"
+    return None
+
+
+def notebook_path_argument(config: str | Path) -> str:
+    """The config as the notebook's parameter: relative to the repository when inside it, so executed
+    notebooks carry no path of the machine that ran them."""
+    path = resolve_preset(config).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+@contextlib.contextmanager
+def _kernel_environment():
+    saved = {k: os.environ.get(k) for k in KERNEL_ENV}
+    os.environ.update(KERNEL_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...] = (), group: str = "run",
+        notebooks: Path = NOTEBOOKS, log=print, dry_run: bool = False) -> dict[str, str]:
+    """Execute the stages of `group`; returns each stage's outcome ('cached', 'ran in Ns', or with
+    `dry_run` 'would run: <why>', running and writing nothing)."""
+    overrides = overrides or {}
+    cfg = load_config(config, overrides)
+    todo = stages(group)
+    unknown = set(force) - {s.name for s in todo}
+    if unknown:
+        raise ConfigError(f"--force names no stage of this run: {sorted(unknown)}; stages: {[s.name for s in todo]}")
+    outcome, invalidated, key, checked = {}, False, "", False
+    for stage in todo:
+        # the notebook is read once: key and execution see the same source, even if it is edited meanwhile
+        notebook = nbformat.read(notebooks / stage.notebook, as_version=4)
+        parts = key_parts(cfg, stage, notebook, key)
+        key = stage_key(parts)
+        record_path = STAGE_RECORDS.path(cfg) / f"{stage.name}.json"
+        record = read_json(record_path) if record_path.exists() else None
+        why = ("forced" if stage.name in force else "an earlier stage runs" if invalidated
+               else why_not_cached(record, parts, cfg, stage))
+        if why is None:
+            outcome[stage.name] = "cached"
+            log(f"[{stage.name}] cached")
+            continue
+        invalidated = True
+        if dry_run:
+            outcome[stage.name] = f"would run: {why}"
+            log(f"[{stage.name}] would run: {why}")
+            continue
+        if not checked:
+            preflight(cfg, log)
+            checked = True
+        log(f"[{stage.name}] running ({why}) ...")
+        record_path.unlink(missing_ok=True)  # until it succeeds, the stage is not done
+        seconds = _execute(stage, notebook, cfg, config, overrides, notebooks)
+        write_json(record_path, {"key": key, "parts": parts, "outputs": fingerprint(outputs(cfg, stage)),
+                                 "seconds": round(seconds, 1)})
+        outcome[stage.name] = f"ran in {seconds:.0f}s"
+        log(f"[{stage.name}] done in {seconds:.0f}s")
+    return outcome
+
+
+def _execute(stage: Stage, notebook: dict, cfg: RunConfig, config, overrides: dict, notebooks: Path) -> float:
+    output = EXECUTED.path(cfg) / stage.notebook
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        with _kernel_environment():
+            pm.execute_notebook(notebook, output, cwd=str(notebooks), kernel_name="python3",
+                                parameters={"config": notebook_path_argument(config), "overrides": overrides},
+                                progress_bar=False, log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr)
+    except PapermillExecutionError as err:
+        raise SystemExit(f"stage {stage.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+                         f"{err.ename}: {err.evalue}\nexecuted notebook with the traceback: {output}") from None
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/smollm2-cpu.yaml", help="preset YAML (configs/)")
+    parser.add_argument("--override", default="{}", help='JSON of dotted overrides, e.g. \'{"distill.steps": 10}\'')
+    parser.add_argument("--force", nargs="*", default=(), help="stage names to re-run even if cached")
+    parser.add_argument("--dry-run", action="store_true", help="say which stages would run and why; run nothing")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        outcome = run(args.config, parse_overrides(args.override), tuple(args.force), dry_run=args.dry_run)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    print(json.dumps(outcome, indent=2))
+    print(f"pipeline finished in {time.perf_counter() - start:.0f}s")

@@ -1,0 +1,259 @@
+"""The stages of a run as package functions. Each declares, beside its code, the config sections it reads
+and the artefacts it reads and writes; the runner's stage lists, file names and cache keys all derive from
+these declarations. Every stage runs without papermill; its numbered notebook calls it and tells the story.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+from .. import artefacts as A
+from ..artefacts import Artefact, figure, student_source
+from ..config import RunConfig
+from ..core.arch import num_layers, parameter_counts, ties_embeddings
+from ..core.patch import endpoint_gaps, export_round_trip, interpolants, unique_tensor_bytes
+from ..core.prune import build_student, layout_from_config, read_layout, save_student
+from ..distill.train import train
+from ..family import Family
+from ..io import write_csv, write_json
+from ..measure.align import alignment_checks, alignment_table
+from ..measure.baselines import layer_pruning_table
+from ..measure.flops import flops_table
+from ..measure.harness import harness_checks, lm_eval_table, panel_scores
+from ..measure.offshelf import eval_blocks, load_pair, pair_metrics
+from ..measure.perplexity import boomerang_checks, heldout_table, interpolation_table
+from ..sources.teacher import load_teacher
+from ..sources.text import heldout_blocks
+from . import docs, plots
+from .claims import paper_claims
+from .preflight import check_released_student
+from .sweeps import read_sweep
+
+UNDISTILLED = "pruned, not distilled"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # also its notebook's name
+    run: Callable[[RunConfig], Any]
+    sections: tuple[str, ...]
+    reads: tuple[Artefact, ...]
+    writes: tuple[Artefact, ...]
+    group: Literal["run", "experiments"]
+
+    @property
+    def notebook(self) -> str:
+        return f"{self.name}.ipynb"
+
+
+STAGES: list[Stage] = []
+
+
+def stage(name: str, sections: tuple[str, ...] = (), reads: tuple[Artefact, ...] = (),
+          writes: tuple[Artefact, ...] = (), group: Literal["run", "experiments"] = "run"):
+    """Declare a stage function and register it, in definition order."""
+    def register(fn):
+        STAGES.append(Stage(name, fn, sections, reads, writes, group))
+        return fn
+    return register
+
+
+def stages(group: str) -> list[Stage]:
+    return [s for s in STAGES if s.group == group]
+
+
+def _family(cfg: RunConfig) -> Family:
+    return Family.load(cfg.teacher, student_source(cfg))
+
+
+# --- a run ----------------------------------------------------------------------------------------
+
+@stage("01_prune", ("seed", "teacher", "prune"), writes=(A.STUDENT_INIT, A.LAYOUT))
+def prune(cfg: RunConfig) -> dict[str, pd.DataFrame]:
+    """The student's layout and, unless a distilled student is given, the pruned student itself, saved in
+    the released format; the layout table and both models' parameter counts."""
+    teacher, tokenizer = load_teacher(cfg.teacher)
+    if cfg.prune.student:
+        layout = read_layout(cfg.prune.student)
+        student = check_released_student(cfg.prune.student, teacher, layout)
+        shutil.rmtree(A.STUDENT_INIT.path(cfg), ignore_errors=True)  # not this run's: nothing to distil
+    else:
+        layout = layout_from_config(cfg.prune, num_layers(teacher.config))
+        student = build_student(teacher, layout, cfg.prune.init, cfg.seed)
+        save_student(student, layout, A.STUDENT_INIT.path(cfg), tokenizer)
+    table = layout.table()
+    write_csv(A.LAYOUT.path(cfg), table)
+    tied = ties_embeddings(teacher.config)
+    params = pd.DataFrame([{"model": name, **parameter_counts(model, tied)}
+                           for name, model in (("teacher", teacher), ("student", student))])
+    return {"layout": table, "params": params}
+
+
+@stage("02_distill", ("data", "distill"), reads=(A.STUDENT_INIT,), writes=(A.STUDENT, A.DISTILL_LOG))
+def distill(cfg: RunConfig) -> pd.DataFrame | None:
+    """Distil the student, in `distill.num_processes` processes (launched here with torchrun, each reading
+    this very config); the per-step log, or None for a released student."""
+    if cfg.prune.student:
+        return None
+    if cfg.distill.num_processes == 1:
+        train(cfg)
+    else:
+        resolved = A.RESOLVED_CONFIG.path(cfg)
+        write_json(resolved, cfg.model_dump(mode="json"))
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                        str(cfg.distill.num_processes), "-m", "boomerang.distill", "--config", str(resolved)],
+                       check=True)
+    return pd.read_csv(A.DISTILL_LOG.path(cfg))
+
+
+@stage("03_interpolate", ("interpolate",), reads=(A.STUDENT,), writes=(A.INTERPOLANTS, A.EXPORTS))
+def interpolate(cfg: RunConfig) -> dict[str, Any]:
+    """Every size along each order, with checks that make the method's promises concrete: both endpoints
+    reproduce teacher and student exactly, all sizes together own no tensors, an exported size reloads
+    with identical logits."""
+    family = _family(cfg)
+    table = interpolation_table(family, cfg.interpolate.orders)
+    write_csv(A.INTERPOLANTS.path(cfg), table)
+    sample = heldout_blocks(cfg.data, family.tokenizer, 2 * cfg.data.seq_len)
+    gaps = {order: endpoint_gaps(family.teacher, family.student, family.layout, sample, order)
+            for order in cfg.interpolate.orders}
+    if any(v != 0 for g in gaps.values() for v in g.values()):
+        raise AssertionError(f"patched endpoints differ from teacher or student: {gaps}")
+    models = [m for order in cfg.interpolate.orders for _, m in family.sweep(order)]
+    memory = {"teacher + student (MiB)": unique_tensor_bytes([family.teacher, family.student]) / 2**20,
+              f"with all {len(models)} sizes (MiB)": unique_tensor_bytes([family.teacher, family.student, *models]) / 2**20}
+    del models
+    shutil.rmtree(A.EXPORTS.path(cfg), ignore_errors=True)
+    exports = []
+    for order in cfg.interpolate.orders:
+        for k in cfg.interpolate.export_k:
+            spec = interpolants(family.layout, order)[k]
+            gap = export_round_trip(family.model(spec.blocks), A.EXPORTS.path(cfg) / f"{order}_k{k}",
+                                    family.tokenizer, sample)
+            if gap != 0:
+                raise AssertionError(f"exported {order} k={k} reloads with logits {gap} away")
+            exports.append({"order": order, "k": k, "num_layers": spec.num_layers, "max logit gap": gap})
+    return {"interpolants": table, "endpoint gaps": gaps, "memory": memory, "exports": pd.DataFrame(exports)}
+
+
+@stage("04_evaluate", ("evaluate",), reads=(A.STUDENT,), writes=(A.METRICS, A.CHECKS))
+def evaluate(cfg: RunConfig) -> dict[str, pd.DataFrame]:
+    """Held-out perplexity of the teacher, the student, every size and naive pruning; the boomerang checks."""
+    family, e = _family(cfg), cfg.evaluate
+    blocks = heldout_blocks(cfg.data, family.tokenizer, e.eval_tokens)
+    metrics = heldout_table(family, blocks, cfg.interpolate.orders, e.batch_size, e.mixed_precision, e.naive_stride)
+    write_csv(A.METRICS.path(cfg), metrics)
+    checks = boomerang_checks(metrics, figure="2")
+    write_csv(A.CHECKS.path(cfg), checks)
+    return {"metrics": metrics, "checks": checks}
+
+
+@stage("05_lm_eval", ("lm_eval",), reads=(A.STUDENT,), writes=(A.LM_EVAL, A.LM_EVAL_CHECKS, A.LM_EVAL_SAMPLES))
+def lm_eval(cfg: RunConfig) -> dict[str, pd.DataFrame]:
+    """Every model of the run scored by lm-evaluation-harness in memory; per task, the checks."""
+    samples = A.LM_EVAL_SAMPLES.path(cfg)
+    shutil.rmtree(samples, ignore_errors=True)
+    scored = lm_eval_table(cfg, _family(cfg), samples if cfg.lm_eval.log_samples else None)
+    write_csv(A.LM_EVAL.path(cfg), scored)
+    checks = harness_checks(scored)
+    write_csv(A.LM_EVAL_CHECKS.path(cfg), checks)
+    return {"scores": scored, "checks": checks}
+
+
+@stage("06_alignment", ("align",), reads=(A.STUDENT, A.METRICS),
+       writes=(A.ALIGNMENT, A.ALIGNMENT_CHECKS, figure("alignment_cka"), figure("alignment_cosine"),
+               figure("alignment_final_state_vs_perplexity")))
+def alignment(cfg: RunConfig) -> dict[str, pd.DataFrame]:
+    """CKA and aligned-layer cosines of the distilled and the undistilled student against the teacher, the
+    final-state cosine of every size; the checks and their figures."""
+    family = _family(cfg)
+    distilled = "distilled" if cfg.prune.init == "teacher" else f"distilled ({cfg.prune.init} init)"
+    students = {UNDISTILLED: family.undistilled().student, distilled: family.student}
+    blocks = heldout_blocks(cfg.data, family.tokenizer, cfg.align.eval_tokens)
+    table = alignment_table(family, students, blocks, cfg.interpolate.orders, cfg.align.batch_size,
+                            cfg.align.tokens_per_minibatch)
+    write_csv(A.ALIGNMENT.path(cfg), table)
+    checks = alignment_checks(table, reference=UNDISTILLED)
+    write_csv(A.ALIGNMENT_CHECKS.path(cfg), checks)
+    plots.save(plots.cka_figure(table), cfg.figures_dir, "alignment_cka")
+    plots.save(plots.cosine_figure(table), cfg.figures_dir, "alignment_cosine")
+    plots.save(plots.final_cosine_figure(table, pd.read_csv(A.METRICS.path(cfg))), cfg.figures_dir,
+               "alignment_final_state_vs_perplexity")
+    return {"alignment": table, "checks": checks}
+
+
+@stage("07_report", (), reads=(A.DISTILL_LOG, A.METRICS, A.LM_EVAL, A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS),
+       writes=(figure("distill_log"), figure("fig2_interpolation_vs_naive_pruning"), figure("fig2_lm_eval"),
+               A.RUN_DOC))
+def report(cfg: RunConfig) -> dict[str, pd.DataFrame]:
+    """The distillation curves, Fig. 2 for this run (held-out perplexity, and every lm-eval task or the
+    paper's averages) and the run's record in docs/, drawn from results/ only; every check of the run."""
+    if A.DISTILL_LOG.path(cfg).exists() and not cfg.prune.student:
+        plots.save(plots.distill_log_figure(pd.read_csv(A.DISTILL_LOG.path(cfg))), cfg.figures_dir, "distill_log")
+    metrics = pd.read_csv(A.METRICS.path(cfg))
+    plots.save(plots.boomerang_figure(metrics), cfg.figures_dir, "fig2_interpolation_vs_naive_pruning")
+    scores = pd.read_csv(A.LM_EVAL.path(cfg)) if A.LM_EVAL.path(cfg).exists() else metrics.iloc[:0]
+    panels = panel_scores(scores)
+    if len(panels):
+        plots.save(plots.harness_figure(panels), cfg.figures_dir, "fig2_lm_eval")
+    checks = pd.concat([pd.read_csv(a.path(cfg)) for a in (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
+                        if a.path(cfg).exists()], ignore_index=True)
+    docs.write_run_doc(cfg)
+    return {"panels": panels, "checks": checks}
+
+
+# --- experiments over a sweep ---------------------------------------------------------------------
+
+@stage("08_layer_pruning", ("seed", "teacher", "data", "prune", "interpolate", "evaluate", "layer_pruning"),
+       reads=(A.STUDENT,), writes=(A.LAYER_PRUNING, A.FLOPS), group="experiments")
+def layer_pruning(cfg: RunConfig) -> dict[str, pd.DataFrame]:
+    """ShortGPT and LaCo at every size the interpolation covers (Fig. 7), and the FLOPs of distilling
+    every size separately against once (Table 3)."""
+    teacher, tokenizer = load_teacher(cfg.teacher)
+    layout = read_layout(student_source(cfg))
+    sizes = sorted({s.num_layers for order in cfg.interpolate.orders for s in interpolants(layout, order)
+                    if s.num_layers < layout.num_teacher_layers})
+    table = layer_pruning_table(cfg, teacher, tokenizer, sizes)
+    write_csv(A.LAYER_PRUNING.path(cfg), table)
+    d = cfg.distill
+    tokens = d.steps * d.batch_size * d.grad_accum * d.num_processes * cfg.data.seq_len
+    flops = flops_table(teacher, sizes, layout.num_teacher_layers, tokens, cfg.data.seq_len)
+    write_csv(A.FLOPS.path(cfg), flops)
+    return {"layer_pruning": table, "flops": flops}
+
+
+@stage("09_offshelf_pairs", ("data", "offshelf"), writes=(A.OFFSHELF,), group="experiments")
+def offshelf_pairs(cfg: RunConfig) -> pd.DataFrame | None:
+    """Fig. 6: released distilled models interpolated with their teachers, no training of ours (the hub
+    presets name the pairs; with none the stage writes nothing)."""
+    o, tables = cfg.offshelf, []
+    for name, pair in o.pairs.items():
+        family, masked = load_pair(pair.teacher, pair.student, o.layers)
+        tables.append(pair_metrics(name, family, masked, eval_blocks(o, cfg.data, family.tokenizer, masked), o))
+    if not tables:
+        A.OFFSHELF.path(cfg).unlink(missing_ok=True)  # a table from an earlier config with pairs would be stale
+        return None
+    table = pd.concat(tables, ignore_index=True)
+    write_csv(A.OFFSHELF.path(cfg), table)
+    return table
+
+
+@stage("10_experiments", ("experiments",), reads=(A.METRICS, A.LAYER_PRUNING, A.FLOPS, A.OFFSHELF),
+       writes=(A.CLAIMS, A.EXPERIMENTS_DOC), group="experiments")
+def experiments(cfg: RunConfig) -> dict[str, Any]:
+    """The paper's comparative claims over the sweep's runs and one figure per paper figure, from results/
+    only; the experiments' record in docs/."""
+    sweep = read_sweep(cfg.experiments.sweep)
+    runs = sweep.load_runs(cfg.root / "results")
+    offshelf = pd.read_csv(A.OFFSHELF.path(cfg)) if A.OFFSHELF.path(cfg).exists() else None
+    layer_pruning = pd.read_csv(A.LAYER_PRUNING.path(cfg))
+    claims = paper_claims(sweep, runs, layer_pruning, pd.read_csv(A.FLOPS.path(cfg)), offshelf)
+    write_csv(A.CLAIMS.path(cfg), claims)
+    drawn = plots.sweep_figures(sweep, runs, layer_pruning, offshelf, cfg.interpolate.orders, cfg.figures_dir)
+    docs.write_experiments_doc(cfg, sweep, runs, claims)
+    return {"claims": claims, "figures": drawn, "runs": sorted(runs)}

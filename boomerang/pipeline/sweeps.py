@@ -1,0 +1,116 @@
+"""A sweep file (configs/sweeps/): a preset, its variants, and what each variant is for.
+
+Each variant is a dict of overrides on the preset (after the sweep's `common` ones) run under the name
+`<preset>--<variant>`, with the role it plays in the paper's comparisons and the figure that draws it.
+Claims and figures read those roles, never the variants' names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from pydantic import ValidationError, model_validator
+
+from ..artefacts import METRICS
+from ..config import ConfigError, RunConfig, Section, load_config, resolve_preset
+
+Role = Literal[
+    "random_init",  # Fig. 2: the reference recipe from random weights
+    "loss_ablation",  # Fig. 5: a subset of the loss terms; the full loss should be best
+    "cosine_ablation",  # Fig. 5: the reference without the cosine term only
+    "interpolates",  # Fig. 8: a student size expected to still interpolate
+    "does_not_interpolate",  # Fig. 8: a student size expected not to
+    "token_budget",  # Fig. 10: fewer distillation tokens than the reference
+    "separately_distilled",  # Fig. 4: a student distilled directly at an intermediate size
+]
+PRESET = "preset"
+
+
+class FigureSpec(Section):
+    """One figure of the experiments: the paper figure it reproduces, its title, and the labels of the
+    reference run's and the preset's curves when it draws them."""
+
+    paper: str
+    title: str
+    reference: str | None = None
+    preset: str | None = None
+    note: str = ""  # what the figure shows, in words (the numbers come from the runs)
+
+
+class Variant(Section):
+    overrides: dict[str, Any] = {}
+    label: str = ""
+    figure: str | None = None
+    roles: list[Role] = []
+
+
+class SweepFile(Section):
+    preset: str
+    reference: str = PRESET  # the run the ablations are compared with: "preset" or a variant
+    common: dict[str, Any] = {}  # overrides every variant shares
+    figures: dict[str, FigureSpec] = {}
+    variants: dict[str, Variant] = {}
+
+    @model_validator(mode="after")
+    def _names_exist(self):
+        if self.reference != PRESET and self.reference not in self.variants:
+            raise ValueError(f"reference {self.reference!r} is neither 'preset' nor a variant ({sorted(self.variants)})")
+        for name, variant in self.variants.items():
+            if variant.figure is not None and variant.figure not in self.figures:
+                raise ValueError(f"variant {name!r} names figure {variant.figure!r}, not one of {sorted(self.figures)}")
+        return self
+
+
+@dataclass(frozen=True)
+class Sweep:
+    path: Path
+    preset: Path
+    spec: SweepFile
+
+    @property
+    def reference(self) -> str:
+        return self.spec.reference
+
+    @property
+    def variants(self) -> dict[str, Variant]:
+        return self.spec.variants
+
+    def with_role(self, role: Role) -> list[str]:
+        return [name for name, v in self.variants.items() if role in v.roles]
+
+    def overrides(self, label: str) -> dict:
+        """What turns the preset into run `label` ("preset" or a variant), its run name included."""
+        if label == PRESET:
+            return {}
+        return {**self.spec.common, **self.variants[label].overrides, "name": self.run_name(label)}
+
+    def run_config(self, label: str) -> RunConfig:
+        return load_config(self.preset, self.overrides(label))
+
+    def run_name(self, label: str) -> str:
+        base = load_config(self.preset).name
+        return base if label == PRESET else f"{base}--{label}"
+
+    def load_runs(self, results_root: str | Path) -> dict[str, pd.DataFrame]:
+        """Held-out perplexity rows of every run of the sweep that has results, keyed by label."""
+        runs = {}
+        for label in (PRESET, *self.variants):
+            path = Path(results_root) / self.run_name(label) / METRICS.name
+            if path.exists():
+                m = pd.read_csv(path)
+                runs[label] = m[(m.task == "heldout") & (m.metric == "perplexity")]
+        return runs
+
+
+def read_sweep(path: str | Path) -> Sweep:
+    path = resolve_preset(path)
+    try:
+        spec = SweepFile.model_validate(yaml.safe_load(path.read_text()) or {})
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+    preset = resolve_preset(path.parent / spec.preset)
+    return Sweep(path, preset, spec)
