@@ -7,7 +7,9 @@ SWEEP  ?= configs/sweeps/smollm2-cpu.yaml
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
-.PHONY: all setup run experiments test test-slow benchmark lab
+REHEARSAL ?= runs/rehearsal
+
+.PHONY: all setup run experiments test rehearsal test-slow benchmark lab
 all: run
 
 setup: $(VENV)/.installed
@@ -25,6 +27,11 @@ experiments: setup  ## the paper's baselines and ablations (configs/sweeps/), ho
 
 test: setup         ## the suite CI runs (< 10 minutes on 2 cores)
 	$(BIN)/python -m pytest
+
+rehearsal: setup    ## every paper preset end to end on tiny stand-ins of its hub models and data, offline
+	rm -rf $(REHEARSAL) && mkdir -p $(REHEARSAL)
+	HF_HOME=$(abspath $(REHEARSAL))/hf NLTK_DATA=$(abspath $(REHEARSAL))/hf/nltk_data HF_HUB_OFFLINE=1 \
+	HF_DATASETS_OFFLINE=1 REHEARSAL_DIR=$(abspath $(REHEARSAL)) $(BIN)/python -m pytest -m rehearsal tests/rehearsal
 
 test-slow: setup    ## end-to-end checks on the real teacher (minutes)
 	$(BIN)/python -m pytest -m slow

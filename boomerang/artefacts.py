@@ -15,12 +15,14 @@ from .config import RunConfig
 
 @dataclass(frozen=True)
 class Artefact:
-    where: Literal["runs", "results", "figures", "docs"]
+    where: Literal["runs", "results", "figures", "docs", "root"]
     name: str  # a file or directory name; a figure's name without its extension; under docs/, a folder
 
     def path(self, cfg: RunConfig) -> Path:
         if self.where == "docs":  # docs/<kind>/<run>.md: one record per run
             return cfg.root / "docs" / self.name / f"{cfg.name}.md"
+        if self.where == "root":
+            return cfg.root / self.name
         return {"runs": cfg.run_dir, "results": cfg.results_dir, "figures": cfg.figures_dir}[self.where] / self.name
 
     def files(self, cfg: RunConfig) -> list[Path]:
@@ -51,6 +53,9 @@ LM_EVAL_CHECKS = Artefact("results", "lm_eval_checks.csv")
 LM_EVAL_SAMPLES = Artefact("results", "lm_eval_samples")
 ALIGNMENT = Artefact("results", "alignment.csv")
 ALIGNMENT_CHECKS = Artefact("results", "alignment_checks.csv")
+ORDERS = Artefact("results", "orders.csv")  # every order's perplexity at every size, KLPatch against the fixed
+OPTIMUM = Artefact("results", "optimum.csv")
+COST = Artefact("results", "cost.csv")
 LAYER_PRUNING = Artefact("results", "layer_pruning.csv")
 FLOPS = Artefact("results", "flops.csv")
 OFFSHELF = Artefact("results", "offshelf.csv")
@@ -58,6 +63,7 @@ CLAIMS = Artefact("results", "claims.csv")
 EXECUTED = Artefact("results", "notebooks")
 # docs/, generated from results/
 RUN_DOC = Artefact("docs", "runs")
+README = Artefact("root", "README.md")  # its table of a run's checks, where it names the run
 EXPERIMENTS_DOC = Artefact("docs", "experiments")
 
 

@@ -30,7 +30,7 @@ def _number(value: Any) -> Any:
 
 
 # Closed choices.
-Order = Literal["last_to_first", "first_to_last"]
+Order = Literal["last_to_first", "first_to_last", "klpatch"]  # klpatch: chosen on calibration text
 Precision = Literal["bf16", "fp16", "no"]  # accelerate's spelling: autocast to bf16 / fp16, or none
 DType = Literal["float32", "bfloat16", "float16"]
 
@@ -144,6 +144,7 @@ class DistillConfig(Section):
     train_embeddings: Flag = True  # False freezes embeddings, final norm and LM head at the teacher's
     freeze_unpruned_blocks: Flag = False  # freeze student layers whose block is one teacher layer
     mixed_precision: Precision = "bf16"
+    chunk_tokens: Index = 512  # tokens whose logits exist at once in the loss; 0: all (the reference)
     checkpoint_every: Count = 50
     num_processes: Count = 1
     parallel: Literal["ddp", "fsdp"] = "ddp"  # several processes: replicate, or shard every decoder layer
@@ -159,10 +160,19 @@ class DistillConfig(Section):
 
 
 class InterpolateConfig(Section):
-    """Which patch orders to sweep, and which k (teacher blocks patched, this project's count) to export."""
+    """Which patch orders to sweep, and which k (teacher blocks patched, this project's count) to export.
+    `klpatch` is the follow-up paper's greedy order, chosen on the first `calibration_tokens` of the
+    training stream."""
 
     orders: Annotated[list[Order], Field(min_length=1)] = ["last_to_first"]
     export_k: list[Index] = []
+    calibration_tokens: Count = 1024
+
+    @model_validator(mode="after")
+    def _orders_once(self):
+        if len(set(self.orders)) != len(self.orders):
+            raise ValueError(f"interpolate.orders names an order twice: {self.orders}")
+        return self
 
 
 class EvaluateConfig(Section):
@@ -213,6 +223,16 @@ class LmEvalConfig(Section):
     max_gen_toks: Count | None = None
     log_samples: Flag = False
     offline: OfflineTasksConfig = OfflineTasksConfig()
+
+
+class SizesConfig(Section):
+    """Beyond the paper: what each size costs on this device (a prompt of `cost_prompt_tokens`, then
+    `cost_new_tokens` decoded at batch 1 with a KV cache), and the exact optimum of KLPatch's objective at
+    the sizes that patch up to `exhaustive_blocks` multi-layer blocks, or all but that many (0 = none)."""
+
+    cost_prompt_tokens: Count = 256
+    cost_new_tokens: Count = 32
+    exhaustive_blocks: Index = 0
 
 
 class LayerPruningConfig(Section):
@@ -266,13 +286,21 @@ class RunConfig(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     lm_eval: LmEvalConfig = LmEvalConfig()
     align: AlignConfig = AlignConfig()
+    sizes: SizesConfig = SizesConfig()
     layer_pruning: LayerPruningConfig = LayerPruningConfig()
     offshelf: OffshelfConfig = OffshelfConfig()
     experiments: ExperimentsConfig = ExperimentsConfig()
 
     @model_validator(mode="after")
-    def _data_is_complete(self):
+    def _consistent(self):
         self.data.check()
+        unbuilt = set(self.lm_eval.orders) - set(self.interpolate.orders)
+        if unbuilt:
+            raise ValueError(f"lm_eval.orders {sorted(unbuilt)} are not among interpolate.orders "
+                             f"{self.interpolate.orders}: only those are built")
+        if "klpatch" in self.offshelf.orders:
+            raise ValueError("offshelf.orders: klpatch is chosen on this run's training text; the off-the-shelf "
+                             "pairs patch in the fixed orders")
         return self
 
     @property

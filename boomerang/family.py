@@ -1,16 +1,20 @@
 """A teacher and a student distilled from it, held once: every size between them is built from their
-tensors (shared, not copied), so any number of interpolated models cost no memory of their own."""
+tensors (shared, not copied), so any number of interpolated models cost no memory of their own. Ask for a
+size by its number of layers or a parameter budget; `measure.cost` measures latency and memory per size."""
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import TeacherConfig
+from .artefacts import INTERPOLANTS, student_source
+from .config import RunConfig, TeacherConfig
 from .core.arch import parameter_counts, ties_embeddings
-from .core.patch import Interpolant, interpolants, patch
+from .core.patch import FIXED_ORDERS, Interpolant, interpolants, patch
 from .core.prune import Layout, load_student, pruned_teacher
 from .sources.teacher import load_teacher
 
@@ -21,15 +25,25 @@ class Family:
     student: PreTrainedModel
     layout: Layout
     tokenizer: PreTrainedTokenizerBase
+    sequences: dict[str, list[int]] = field(default_factory=dict)  # the blocks an order chosen on data patches
 
     @classmethod
     def load(cls, teacher: TeacherConfig, student: str | Path, device=None) -> Family:
         """The teacher of a run's config and a student in the released format (a directory or a hub id),
         both in eval mode on `device` (default: `device.default_device()`), the student in the teacher's
-        dtype."""
+        dtype. The authors' released students load the same way."""
         teacher_model, tokenizer = load_teacher(teacher, device)
         student_model, layout = load_student(student, dtype=teacher_model.dtype, device=teacher_model.device)
         return cls(teacher_model, student_model.eval(), layout, tokenizer)
+
+    @classmethod
+    def of_run(cls, cfg: RunConfig, device=None) -> Family:
+        """A run's teacher and its distilled (or released) student, with the sequences of the orders it chose
+        on data as its `interpolants.csv` records them (none before stage 03 has run)."""
+        family = cls.load(cfg.teacher, student_source(cfg), device)
+        if INTERPOLANTS.path(cfg).exists():
+            family.sequences = recorded_sequences(pd.read_csv(INTERPOLANTS.path(cfg)))
+        return family
 
     @property
     def tied(self) -> bool:
@@ -40,15 +54,47 @@ class Family:
         """The student with the listed blocks replaced by their teacher layers."""
         return patch(self.teacher, self.student, self.layout, blocks)
 
+    def interpolants(self, order: str) -> list[Interpolant]:
+        """Every size along `order`, student (k = 0) to teacher (k = M)."""
+        return interpolants(self.layout, order, self.sequences.get(order))
+
     def sweep(self, order: str) -> Iterator[tuple[Interpolant, PreTrainedModel]]:
-        """Every size along `order`, student (k = 0) to teacher (k = M), built one at a time."""
-        for spec in interpolants(self.layout, order):
+        """Every size along `order`, built one at a time."""
+        for spec in self.interpolants(order):
             yield spec, self.model(spec.blocks)
 
     def counts(self, model: PreTrainedModel) -> dict[str, int]:
         return parameter_counts(model, self.tied)
 
+    def at_layers(self, num_layers: int, order: str) -> tuple[Interpolant, PreTrainedModel]:
+        """The size along `order` with `num_layers` layers (the one patching fewest blocks, when several do)."""
+        for spec in self.interpolants(order):
+            if spec.num_layers == num_layers:
+                return spec, self.model(spec.blocks)
+        sizes = sorted({s.num_layers for s in self.interpolants(order)})
+        raise ValueError(f"no size of {num_layers} layers along {order}; sizes: {sizes}")
+
+    def under_params(self, params: float, order: str, inference: bool = False) -> tuple[Interpolant, PreTrainedModel]:
+        """The largest size along `order` within a parameter budget (training-time count, or inference-time
+        with the LM head counted apart from a tied embedding)."""
+        key = "params_inference" if inference else "params"
+        fitting = [(spec, model) for spec, model in self.sweep(order) if self.counts(model)[key] <= params]
+        if not fitting:
+            raise ValueError(f"even the student has more than {params:,.0f} parameters ({key})")
+        return max(fitting, key=lambda sm: (sm[0].num_layers, -sm[0].k))
+
     def undistilled(self) -> Family:
         """The same family before distillation: the teacher with the pruned layers removed (tensors shared),
         whose patched sizes are naive layer pruning."""
-        return Family(self.teacher, pruned_teacher(self.teacher, self.layout), self.layout, self.tokenizer)
+        return Family(self.teacher, pruned_teacher(self.teacher, self.layout), self.layout, self.tokenizer,
+                      self.sequences)
+
+
+def recorded_sequences(table: pd.DataFrame) -> dict[str, list[int]]:
+    """The patch sequence of every order chosen on data, read back from an interpolation table (order, k,
+    patched_blocks): the block each size adds to the one before."""
+    sequences = {}
+    for order, rows in table[~table.order.isin(FIXED_ORDERS)].groupby("order"):
+        sets = [set(json.loads(b)) for b in rows.sort_values("k").patched_blocks]
+        sequences[order] = [next(iter(after - before)) for before, after in zip(sets, sets[1:])]
+    return sequences

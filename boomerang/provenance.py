@@ -102,7 +102,8 @@ def code_digests(fn: Callable) -> dict[str, str]:
             else:
                 modules.add(obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None))
     reached = module_closure(m for m in modules if m and m.split(".")[0] == PACKAGE and m != fn.__module__)
-    return {**{m: _digest(ast.parse(_source(m))) for m in sorted(reached)}, **digests}
+    digests |= {m: _digest(ast.parse(_source(m))) for m in reached}
+    return dict(sorted(digests.items()))
 
 
 def fingerprint(paths: Iterable[Path]) -> dict[str, list[int] | None]:

@@ -1,10 +1,16 @@
-"""Print distillation throughput and peak memory, and the time and peak memory of a sweep over all k.
+"""Distillation steps and the sweep over every size: tokens/s, peak memory and model FLOPs utilisation, the
+current step beside the plain full-logits reference step of the same loss (`distill.chunk_tokens: 0`),
+measured in one run, each in its own process so that its peak memory is its own.
 
-Each measurement runs in its own process so that its peak memory (resident, and on the GPU when the run
-uses one) is its own.
+Cases: the config's teacher (the CPU default: SmolLM2-135M), and any stand-in of `stand_in_teacher.py`
+(same shapes as a real teacher, random weights: shapes set speed and memory), e.g. `qwen3-vocab`, a small
+model with Qwen3's 151,936-token vocabulary. MFU is model FLOPs per token (`measure.flops`: student forward
+and backward, teacher forward) times tokens/s over the device's peak: the bf16 tensor peak of a known GPU,
+or on a CPU the rate of a large bf16 matrix product measured here.
 
-    python scripts/benchmark.py --config configs/smollm2-cpu.yaml [--steps 5] [--eval-tokens 1024]
-    python scripts/benchmark.py --config configs/qwen3-4b.yaml --override '{"distill.grad_accum": 1}'
+    python scripts/benchmark.py                                     # CPU default and qwen3-vocab
+    python scripts/benchmark.py --config configs/qwen3-4b.yaml --cases qwen3-4b --steps 4 \\
+        --override '{"distill.num_processes": 1, "distill.grad_accum": 1}'
 """
 from __future__ import annotations
 
@@ -12,94 +18,128 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+STAND_IN = Path(__file__).with_name("stand_in_teacher.py")
 
 
-def _peak_memory(prefix: str) -> dict[str, int]:
+def _peak_mib() -> float:
     import torch
 
-    peak = {f"{prefix} peak RSS (MiB)": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-    if torch.cuda.is_available():  # Linux reports KiB above; the allocator's own peak here
-        peak[f"{prefix} peak GPU memory (MiB)"] = round(torch.cuda.max_memory_allocated() / 2**20)
-    return peak
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
+    from boomerang import artefacts as A
     from boomerang.config import load_config
-    from boomerang.distill import train
-    from boomerang.prune import prune_run
-    from boomerang.teacher import load_teacher
+    from boomerang.core.prune import read_layout
+    from boomerang.device import peak_flops
+    from boomerang.distill.train import train
+    from boomerang.measure.flops import distillation_flops
+    from boomerang.pipeline import stages
+    from boomerang.sources.teacher import load_teacher
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config, {**overrides, "name": "benchmark", "output_root": tmp, "distill.steps": steps,
                                    "distill.checkpoint_every": steps + 1})
-        teacher, tok = load_teacher(cfg.teacher)
-        prune_run(cfg, teacher, tok)
+        stages.prune(cfg)
+        teacher, _ = load_teacher(cfg.teacher)
+        layout = read_layout(A.STUDENT_INIT.path(cfg))
+        flops_per_token = distillation_flops(teacher, layout.num_blocks, layout.num_teacher_layers, 1, cfg.data.seq_len)
         device = teacher.device
         del teacher
-        log = train(cfg, cfg.run_dir / "student_init", cfg.run_dir / "student", cfg.results_dir / "log.csv")
+        log = train(cfg, log=lambda *_: None)
     per_step = int(log.tokens.iloc[0])
-    seconds = log.tokens / log.tokens_per_s  # the log's rate is cumulative since the first step
-    queue.put({"device": str(device),
-               f"distill tokens/s (mean of {steps} steps)": round(log.tokens_per_s.iloc[-1]),
-               "distill tokens/s (last step)": round(per_step / seconds.diff().iloc[-1]) if steps > 1 else "-",
-               "distill tokens/step": per_step, **_peak_memory("distill")})
+    seconds = (log.tokens / log.tokens_per_s).diff().iloc[1:]  # the first step warms up
+    rate = per_step / seconds.mean()
+    queue.put({"device": str(device), "tokens/step": per_step, "tokens/s": rate, "peak MiB": _peak_mib(),
+               "MFU %": 100 * flops_per_token * rate / peak_flops(device)})
 
 
 def bench_sweep(config: str, overrides: dict, eval_tokens: int, queue) -> None:
     from boomerang.config import load_config
-    from boomerang.data import heldout_blocks
-    from boomerang.evaluate import perplexity
-    from boomerang.patch import sweep, unique_tensor_bytes
-    from boomerang.prune import build_student, layout_from_config, load_student
-    from boomerang.arch import num_layers
-    from boomerang.teacher import load_teacher
+    from boomerang.core.patch import unique_tensor_bytes
+    from boomerang.family import Family
+    from boomerang.measure.perplexity import perplexity
+    from boomerang.pipeline import stages
+    from boomerang.sources.text import heldout_blocks
 
-    cfg = load_config(config, overrides)
-    teacher, tok = load_teacher(cfg.teacher)
-    trained = cfg.run_dir / "student"
-    if trained.exists():
-        student, layout = load_student(trained)
-    else:  # no run yet: the pruned student has the same shapes and costs the same
-        layout = layout_from_config(cfg.prune, num_layers(teacher.config))
-        student = build_student(teacher, layout)
-    student.eval()
-    blocks = heldout_blocks(cfg.data, tok, eval_tokens)
-    base_mib = unique_tensor_bytes([teacher, student]) / 2**20
-    start = time.perf_counter()
-    n = 0
-    for order in cfg.interpolate.orders:
-        for _, model in sweep(teacher, student, layout, order):
-            perplexity(model, blocks, cfg.evaluate.batch_size, cfg.evaluate.mixed_precision)
-            n += 1
-    queue.put({"sweep models": n, "sweep eval tokens per model": blocks.numel(),
-               "sweep seconds": round(time.perf_counter() - start, 1),
-               "teacher+student tensors (MiB)": round(base_mib),
-               **_peak_memory("sweep")})
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(config, {**overrides, "name": "benchmark", "output_root": tmp})
+        stages.prune(cfg)
+        family = Family.load(cfg.teacher, Path(tmp) / "runs" / "benchmark" / "student_init")  # its shapes
+        blocks = heldout_blocks(cfg.data, family.tokenizer, eval_tokens)
+        start, n = time.perf_counter(), 0
+        for order in cfg.interpolate.orders:
+            if order == "klpatch":  # chosen on data: its sizes cost what the fixed orders' do
+                continue
+            for _, model in family.sweep(order):
+                perplexity(model, blocks, cfg.evaluate.batch_size, cfg.evaluate.mixed_precision)
+                n += 1
+        queue.put({"models": n, "tokens per model": blocks.numel(), "seconds": time.perf_counter() - start,
+                   "teacher+student MiB": unique_tensor_bytes([family.teacher, family.student]) / 2**20,
+                   "peak MiB": _peak_mib()})
+
+
+def _run(target, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"{target.__name__} failed (exit code {proc.exitcode}); its traceback is above")
+    return queue.get()
+
+
+def stand_in(shape: str, tokenizer: str, dtype: str, into: Path) -> str:
+    out = into / shape
+    subprocess.run([sys.executable, str(STAND_IN), shape, "--tokenizer", tokenizer, "--out", str(out),
+                    "--dtype", dtype], check=True, capture_output=True)
+    return str(out)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/smollm2-cpu.yaml")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--eval-tokens", type=int, default=1024)
     parser.add_argument("--override", default="{}", help="JSON dict of dotted overrides, as for the pipeline")
+    parser.add_argument("--cases", nargs="+", default=["teacher", "qwen3-vocab"],
+                        help="`teacher` (the config's) and stand-in shapes of stand_in_teacher.py")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--eval-tokens", type=int, default=1024)
     parser.add_argument("--only", nargs="+", choices=("distill", "sweep"), help="run these measurements only")
     args = parser.parse_args()
     overrides = json.loads(args.override)
-    ctx = mp.get_context("spawn")
-    benches = {"distill": (bench_distill, args.steps), "sweep": (bench_sweep, args.eval_tokens)}
-    for name in args.only or benches:
-        target, extra = benches[name]
-        queue = ctx.Queue()
-        proc = ctx.Process(target=target, args=(args.config, overrides, extra, queue))
-        proc.start()
-        proc.join()  # the result is a few numbers, small enough to wait in the queue
-        if proc.exitcode != 0:
-            raise SystemExit(f"{name} benchmark failed (exit code {proc.exitcode}); its traceback is above")
-        for key, value in queue.get().items():
-            print(f"{key:36s} {value}")
+    from boomerang.config import load_config
+    from boomerang.sources.teacher import teacher_path
+
+    teacher = load_config(args.config, overrides).teacher
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in args.cases:
+            case_overrides = dict(overrides)
+            if case != "teacher":
+                path = stand_in(case, teacher_path(teacher), teacher.dtype, Path(tmp))
+                case_overrides |= {"teacher.source": "hub", "teacher.name": path}
+            if "distill" in (args.only or ("distill", "sweep")):
+                chunk = load_config(args.config, case_overrides).distill.chunk_tokens or 512
+                for label, chunk_tokens in ((f"step, logits {chunk} tokens at a time", chunk),
+                                            ("step, full logits (reference)", 0)):
+                    measured = _run(bench_distill, args.config, {**case_overrides, "distill.chunk_tokens": chunk_tokens},
+                                    args.steps)
+                    rows.append({"case": case, "measure": label, **measured})
+            if "sweep" in (args.only or ("distill", "sweep")):
+                rows.append({"case": case, "measure": "sweep over every size",
+                             **_run(bench_sweep, args.config, case_overrides, args.eval_tokens)})
+    import pandas as pd
+
+    print(pd.DataFrame(rows).round(1).to_string(index=False))
 
 
 if __name__ == "__main__":

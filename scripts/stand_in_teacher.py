@@ -19,6 +19,10 @@ SHAPES = {
     "smollm2-135m": lambda: LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
                                         tie_word_embeddings=True),
+    # a small model with Qwen3's vocabulary: where the loss's (tokens x vocabulary) tensors dominate
+    "qwen3-vocab": lambda: Qwen3Config(vocab_size=151936, hidden_size=256, intermediate_size=768, num_hidden_layers=12,
+                                       num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                                       max_position_embeddings=4096, tie_word_embeddings=True),
     "qwen3-4b": lambda: Qwen3Config(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
                                     num_attention_heads=32, num_key_value_heads=8, head_dim=128,
                                     max_position_embeddings=32768, tie_word_embeddings=True),

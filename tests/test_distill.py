@@ -7,7 +7,7 @@ from boomerang.config import DistillConfig, load_config
 from boomerang.core.arch import decoder_layers
 from boomerang.core.patch import patch
 from boomerang.core.prune import Layout, build_student, layout_from_rule, load_student
-from boomerang.distill.loss import Batch, LogitTerm, Step, TailTerm, objective, total_loss
+from boomerang.distill.loss import Batch, Step, TailTerm, objective, total_loss
 from boomerang.distill.train import patch_aware_model, train
 from boomerang.pipeline import stages
 from tests.conftest import VOCAB, tiny_model
@@ -18,12 +18,14 @@ def step_of(model, teacher, x, mask, alignment) -> Step:
     return Step(Batch(x, mask), hidden(model), hidden(teacher), alignment, model.lm_head, "no")
 
 
-def test_kl_and_cosine_vanish_when_student_is_teacher():
+@pytest.mark.parametrize("chunk_tokens", [0, 7])
+def test_kl_and_cosine_vanish_when_student_is_teacher(chunk_tokens):
     teacher = tiny_model("llama")
     layout = Layout(tuple(range(6)), 6)  # keep every layer: the student is the teacher
     student = build_student(teacher, layout).eval()
     x, mask = torch.randint(0, VOCAB, (2, 10)), torch.ones(2, 10, dtype=torch.long)
-    _, terms = total_loss(objective(DistillConfig(), teacher, layout), step_of(student, teacher, x, mask, layout.alignment))
+    cfg = DistillConfig(chunk_tokens=chunk_tokens)
+    _, terms = total_loss(objective(cfg, teacher, layout), step_of(student, teacher, x, mask, layout.alignment))
     assert abs(terms["kl"]) < 1e-5 and abs(terms["cos"]) < 1e-5
     assert terms["ce"] > 0
     assert terms["loss"] == pytest.approx(terms["ce"] + 0.1 * terms["kl"] + 2.0 * terms["cos"], rel=1e-6)
@@ -53,11 +55,11 @@ def test_the_tail_is_the_interpolant_patched_from_the_last_multi_layer_block(fam
     layout = layout_from_rule(6, 1, 2, 2)  # blocks [0,1] [2,3] [4] [5]: the tail is teacher layers 2 to 5
     student = build_student(teacher, layout).eval()
     x, mask = torch.randint(0, VOCAB, (2, 33)), torch.ones(2, 33, dtype=torch.long)
-    cfg = DistillConfig(tail_weight=1.0)
-    tail = TailTerm(teacher, layout, LogitTerm(cfg, teacher), cfg)
+    tail = TailTerm(teacher, layout, DistillConfig(tail_weight=1.0))
+    positions = tail.positions(33, "cpu")
     with torch.no_grad():
         hidden = student(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states
-        logits, positions = tail.logits(hidden[tail.block], mask)
+        logits = tail.head(tail.final_states(hidden[tail.block], mask)[:, positions])
         patched = patch(teacher, student, layout, {1, 2, 3})(input_ids=x, attention_mask=mask).logits
     assert tail.block == 1 and positions.tolist() == [15, 31]
     assert torch.allclose(logits, patched[:, positions], atol=1e-5)
@@ -85,10 +87,9 @@ def test_the_tail_term_is_the_students_logit_loss_at_its_positions():
 def test_the_tail_refuses_absolute_positions_and_layouts_without_a_block():
     teacher, cfg = tiny_model("llama"), DistillConfig(tail_weight=1.0)
     with pytest.raises(ValueError, match="multi-layer"):
-        TailTerm(teacher, Layout(tuple(range(6)), 6), LogitTerm(cfg, teacher), cfg)
-    gpt2 = tiny_model("gpt2")
+        TailTerm(teacher, Layout(tuple(range(6)), 6), cfg)
     with pytest.raises(NotImplementedError, match="gpt2"):
-        TailTerm(gpt2, layout_from_rule(6, 1, 2, 2), LogitTerm(cfg, gpt2), cfg)
+        TailTerm(tiny_model("gpt2"), layout_from_rule(6, 1, 2, 2), cfg)
 
 
 def test_patch_aware_steps_run_random_interpolants_read_at_block_boundaries():
@@ -129,8 +130,8 @@ def distil(run_config, name: str, interrupt_at: int | None = None, **distill) ->
     return load_student(A.STUDENT.path(cfg))[0].state_dict(), pd.read_csv(A.DISTILL_LOG.path(cfg))
 
 
-@pytest.mark.parametrize("levers", [{}, {"patch_prob": 0.5, "tail_weight": 1.0}, {"gradient_checkpointing": True}],
-                         ids=["paper", "cpu-preset", "checkpointing"])
+@pytest.mark.parametrize("levers", [{}, {"patch_prob": 0.5, "tail_weight": 1.0}, {"gradient_checkpointing": True},
+                                    {"chunk_tokens": 0}], ids=["paper", "cpu-preset", "checkpointing", "full-logits"])
 def test_a_resumed_run_equals_an_uninterrupted_one(run_config, levers):
     straight, log_a = distil(run_config, "straight", **levers)
     resumed, log_b = distil(run_config, "resumed", interrupt_at=3, **levers)
@@ -150,3 +151,25 @@ def test_gradient_checkpointing_changes_memory_not_numbers(run_config):
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         assert torch.equal(plain[name], checkpointed[name]), name
+
+
+def test_the_chunked_objective_equals_the_full_logits_one_with_its_gradients():
+    """Every term (the tail included), τ ≠ 1 and pads: values and the student's gradients agree."""
+    teacher = tiny_model("llama")
+    layout = layout_from_rule(6, 1, 2, 2)
+    x = torch.randint(0, VOCAB, (2, 40))
+    mask = torch.ones_like(x)
+    mask[1, 30:] = 0
+    results = []
+    for chunk_tokens in (0, 7):
+        student = build_student(teacher, layout).train()
+        cfg = DistillConfig(chunk_tokens=chunk_tokens, temperature=2.0, tail_weight=0.5)
+        loss, logged = total_loss(objective(cfg, teacher, layout), step_of(student, teacher, x, mask, layout.alignment))
+        loss.backward()
+        results.append((logged, {n: p.grad for n, p in student.named_parameters() if p.grad is not None}))
+    (full, full_grads), (chunked, chunked_grads) = results
+    assert full.keys() == chunked.keys() and full_grads.keys() == chunked_grads.keys()
+    for term in full:
+        assert chunked[term] == pytest.approx(full[term], rel=1e-5, abs=1e-7), term
+    for name in full_grads:
+        torch.testing.assert_close(chunked_grads[name], full_grads[name], rtol=1e-4, atol=1e-6, msg=name)

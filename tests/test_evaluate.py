@@ -12,18 +12,17 @@ from boomerang.measure.perplexity import boomerang_checks, perplexity, run_model
 from tests.conftest import VOCAB, tiny_model
 
 
-class Uniform(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, input_ids):
-        return type("Out", (), {"logits": torch.zeros(*input_ids.shape, VOCAB) + self.w})()
-
-
-def test_uniform_model_has_vocabulary_perplexity():
-    blocks = torch.randint(0, VOCAB, (6, 12))
-    result = perplexity(Uniform(), blocks, batch_size=4, mixed_precision="no")
+def test_perplexity_is_the_plain_mean_token_nll_and_a_uniform_model_has_the_vocabulary_size():
+    model = tiny_model("gpt_neox")  # untied: the head can be zeroed alone
+    blocks = torch.randint(0, VOCAB, (6, 700))  # longer than one chunk of the head
+    with torch.no_grad():
+        logits = model(input_ids=blocks).logits
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), blocks[:, 1:].flatten(), reduction="none")
+    result = perplexity(model, blocks, batch_size=4, mixed_precision="no")
+    assert result["nll"] == pytest.approx(nll.view(6, -1).mean(1).mean().item(), rel=1e-6)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.zero_()
+    result = perplexity(model, blocks, batch_size=4, mixed_precision="no")
     assert math.isclose(result["perplexity"], VOCAB, rel_tol=1e-5)
     assert result["nll_stderr"] < 1e-6
 

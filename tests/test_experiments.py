@@ -55,14 +55,14 @@ def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released
 
     again = run_sweep(sweep, log=lambda *_: None)
     assert set(again["random-init"].values()) == {"cached"}
-    assert again["experiments"]["08_layer_pruning"] == "cached"
+    assert again["experiments"]["09_layer_pruning"] == "cached"
     # a dry run with a new variant setting names exactly the stages it would re-run
     random_init["overrides"]["distill.lr"] = 1e-4
     write_sweep(sweep, run_config.name, {"random-init": random_init})
     planned = run_sweep(sweep, log=lambda *_: None, dry_run=True)
     assert set(planned["preset"].values()) == {"cached"}
-    assert [v == "cached" for v in planned["random-init"].values()] == [True] + [False] * 6
-    assert planned["experiments"]["10_experiments"] == "would run: forced"
+    assert [v == "cached" for v in planned["random-init"].values()] == [True] + [False] * 7  # 01_prune cached
+    assert planned["experiments"]["11_experiments"] == "would run: forced"
 
 
 def curve(student, interp, teacher=10.0, naive=1000.0, order="first_to_last"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from boomerang.config import LmEvalConfig, OfflineTasksConfig, load_config
-from boomerang.measure.harness import (harness_checks, harness_model, panel_scores, ratio_stderr, result_rows, score,
+from boomerang.measure.harness import (Suite, harness_checks, harness_model, panel_scores, ratio_stderr, result_rows,
                                        task_manager)
 from boomerang.core.patch import patch, patched_blocks
 from boomerang.measure.tasks import TASK_NAMES, build_tasks, paragraphs
@@ -75,7 +75,8 @@ def test_offline_tasks_run_through_lm_eval(tmp_path, corpus_dir, tokenizer, monk
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = load_config(run_config)
     teacher, student, layout = trained_pair("llama")
-    rows, output = score(teacher, tokenizer, ["boomerang_offline"], task_manager(cfg), cfg.lm_eval)
+    suite = Suite(["boomerang_offline"], task_manager(cfg), cfg.lm_eval)
+    rows, output = suite.score(teacher, tokenizer)
     assert "requests" not in capsys.readouterr().err  # no per-request progress bars in executed notebooks
     got = {(r["task"], r["metric"]): r for r in rows}
     assert set(got) == {("boomerang_rolling", m) for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")} | {
@@ -89,6 +90,9 @@ def test_offline_tasks_run_through_lm_eval(tmp_path, corpus_dir, tokenizer, monk
     pairs = [s["word_perplexity"] for s in output["samples"]["boomerang_rolling"]]
     ll, words = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
     assert got[("boomerang_rolling", "word_perplexity")]["value"] == pytest.approx(math.exp(-ll / words))
+    # the suite is loaded once: another model gets its own scores, and the first its own again
+    assert suite.score(student, tokenizer)[0] != rows
+    assert suite.score(teacher, tokenizer)[0] == rows
 
 
 def test_group_subtasks_fold_into_the_group():

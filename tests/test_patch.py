@@ -2,9 +2,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from boomerang.core.patch import (ORDERS, export, export_round_trip, interpolants, patch, patched_blocks, sweep,
-                             unique_tensor_bytes)
+from boomerang.core.patch import (FIXED_ORDERS, export, export_round_trip, interpolants, patch, patched_blocks,
+                                  unique_tensor_bytes)
 from boomerang.core.prune import build_student, layout_from_rule, load_student, save_student
+from boomerang.family import Family
 from tests.conftest import FAMILY_CONFIGS, VOCAB, tiny_model
 
 
@@ -20,7 +21,7 @@ def trained_pair(family):
     return teacher, student, layout
 
 
-@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("order", FIXED_ORDERS)
 @pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
 def test_endpoints_reproduce_teacher_and_student_exactly(family, order):
     teacher, student, layout = trained_pair(family)
@@ -42,13 +43,34 @@ def test_orders_and_sizes():
         patched_blocks(4, 5, "last_to_first")
     with pytest.raises(ValueError):
         patched_blocks(4, 1, "middle_out")
+    with pytest.raises(ValueError, match="calibration"):  # an order chosen on data has no fixed sequence
+        patched_blocks(4, 1, "klpatch")
+    chosen = interpolants(layout, "klpatch", [2, 0, 3, 1])
+    assert [s.blocks for s in chosen] == [(), (2,), (0, 2), (0, 2, 3), (0, 1, 2, 3)]
+    assert [s.num_layers for s in chosen] == [4, 4, 5, 5, 6] and {s.authors_k for s in chosen} == {None}
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt_neox", "gpt2"])
 def test_sweep_shares_tensors(family):
     teacher, student, layout = trained_pair(family)
-    models = [m for order in ORDERS for _, m in sweep(teacher, student, layout, order)]
+    family = Family(teacher, student, layout, None)
+    models = [m for order in FIXED_ORDERS for _, m in family.sweep(order)]
     assert unique_tensor_bytes([teacher, student, *models]) == unique_tensor_bytes([teacher, student])
+
+
+def test_a_family_gives_a_size_by_layers_or_parameter_budget():
+    teacher, student, layout = trained_pair("llama")  # blocks [0,1] [2,3] [4] [5]: 4 to 6 layers
+    family = Family(teacher, student, layout, None)
+    spec, model = family.at_layers(5, "first_to_last")
+    assert spec.blocks == (0,) and len(model.model.layers) == 5
+    with pytest.raises(ValueError, match="sizes: \\[4, 5, 6\\]"):
+        family.at_layers(7, "first_to_last")
+    budget = family.counts(family.at_layers(5, "last_to_first")[1])["params"]
+    spec, model = family.under_params(budget, "last_to_first")
+    assert spec.num_layers == 5 and family.counts(model)["params"] <= budget
+    assert unique_tensor_bytes([teacher, student, model]) == unique_tensor_bytes([teacher, student])
+    with pytest.raises(ValueError, match="even the student"):
+        family.under_params(10, "last_to_first")
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gpt2"])

@@ -9,7 +9,7 @@ import pytest
 
 from boomerang import artefacts as A
 from boomerang import provenance
-from boomerang.config import ConfigError, load_config, parse_overrides
+from boomerang.config import REPO_ROOT, ConfigError, load_config, parse_overrides
 from boomerang.pipeline import runner
 from boomerang.pipeline.stages import stages
 
@@ -35,6 +35,9 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
         notebook = nbformat.read(executed, as_version=4)
         outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.get("name") == "stderr"], f"{name}: stderr in the executed notebook"
+        widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert not widgets, f"{name}: progress bars in the executed notebook"
+        assert str(REPO_ROOT) not in json.dumps(notebook.cells), f"{name}: a path of this machine"
 
     metrics = pd.read_csv(A.METRICS.path(cfg))
     assert set(metrics.method) == {"teacher", "student", "interpolated", "naive_pruned"}
@@ -78,7 +81,8 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
     assert set(runner.run(run_config, log=quiet, dry_run=True).values()) == {"cached"}
     monkeypatch.setattr(provenance, "_source", source)
 
-    # an output rewritten outside the runner invalidates its stage
+    # an output rewritten outside the runner invalidates its stage: a table here, the student that
+    # `python -m boomerang.distill` would write again below
     table = A.METRICS.path(cfg)
     table.write_text(table.read_text())
     planned = runner.run(run_config, log=quiet, dry_run=True)
@@ -88,6 +92,10 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
     # a changed evaluation setting re-runs evaluation and what follows, not pruning or distillation
     changed = runner.run(run_config, {"evaluate.eval_tokens": 128}, log=quiet)
     assert reruns(changed) == RUN[3:]
+    weights = A.STUDENT.path(cfg) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())
+    planned = runner.run(run_config, log=quiet, dry_run=True)
+    assert planned["02_distill"] == "would run: outputs changed outside the runner: model.safetensors"
 
 
 def test_a_failed_stage_names_its_notebook_and_cell_and_is_not_recorded(run_config, tmp_path):

@@ -5,7 +5,7 @@ teacher + student in memory; `export` writes any of them as a plain HF checkpoin
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +22,17 @@ from .prune import Layout
 ORDERS: tuple[str, ...] = get_args(Order)
 
 
+FIXED_ORDERS = ("last_to_first", "first_to_last")
+
+
 def patch_order(num_blocks: int, order: str) -> list[int]:
-    """Student layers in the order they are patched."""
+    """Student layers in the order a fixed order patches them."""
     if order == "last_to_first":
         return list(range(num_blocks - 1, -1, -1))
     if order == "first_to_last":
         return list(range(num_blocks))
+    if order in ORDERS:
+        raise ValueError(f"{order!r} is chosen on calibration text (measure.search), not fixed by the layout")
     raise ValueError(f"unknown patch order {order!r}; choose one of {ORDERS}")
 
 
@@ -63,8 +68,8 @@ class Interpolant:
 
 
 def authors_k(layout: Layout, order: str, k: int) -> int | None:
-    """The authors' k for the model that patches the first `k` blocks of `order`, or None when their code
-    builds no such model.
+    """The authors' k for the model that patches the first `k` blocks of a fixed `order`, or None when
+    their code builds no such model.
 
     Their k counts only multi-layer blocks: the single-layer blocks at the patched end of the order go in
     with the multi-layer ones, so their model for k is the longest prefix of the order holding k multi-layer
@@ -77,21 +82,20 @@ def authors_k(layout: Layout, order: str, k: int) -> int | None:
     return sum(multi[:k])
 
 
-def interpolants(layout: Layout, order: str) -> list[Interpolant]:
-    """Every size from the student (k = 0) to the teacher (k = M) along one patch order."""
+def interpolants(layout: Layout, order: str, sequence: list[int] | None = None) -> list[Interpolant]:
+    """Every size from the student (k = 0) to the teacher (k = M) along one patch order: a fixed order, or
+    the `sequence` of blocks an order chosen on data patches (which the authors' code does not build)."""
+    fixed = sequence is None
+    sequence = patch_order(layout.num_blocks, order) if fixed else list(sequence)
+    if sorted(sequence) != list(range(layout.num_blocks)):
+        raise ValueError(f"a patch order names every block once; got {sequence}")
     sizes = [len(b) for b in layout.blocks]
     out = []
     for k in range(layout.num_blocks + 1):
-        blocks = patched_blocks(layout.num_blocks, k, order)
+        blocks = set(sequence[:k])
         num = sum(sizes[i] if i in blocks else 1 for i in range(layout.num_blocks))
-        out.append(Interpolant(order, k, tuple(sorted(blocks)), num, authors_k(layout, order, k)))
+        out.append(Interpolant(order, k, tuple(sorted(blocks)), num, authors_k(layout, order, k) if fixed else None))
     return out
-
-
-def sweep(teacher, student, layout: Layout, order: str) -> Iterator[tuple[Interpolant, PreTrainedModel]]:
-    """Yield each interpolated model in turn; each one is cheap because it owns no tensors."""
-    for spec in interpolants(layout, order):
-        yield spec, patch(teacher, student, layout, spec.blocks)
 
 
 def export(model: PreTrainedModel, path: str | Path, tokenizer=None) -> None:
@@ -122,12 +126,11 @@ def unique_tensor_bytes(models: Iterable[torch.nn.Module]) -> int:
 
 
 @torch.no_grad()
-def endpoint_gaps(teacher, student, layout: Layout, input_ids: torch.Tensor, order: str) -> dict[str, float]:
-    """Max |logit difference| of k = M vs the teacher and k = 0 vs the student (both should be 0)."""
-    m = layout.num_blocks
+def endpoint_gaps(teacher, student, layout: Layout, input_ids: torch.Tensor) -> dict[str, float]:
+    """Max |logit difference| of every block patched vs the teacher and none vs the student (both 0)."""
     input_ids = input_ids.to(teacher.device)
-    full = patch(teacher, student, layout, patched_blocks(m, m, order))
-    none = patch(teacher, student, layout, patched_blocks(m, 0, order))
+    full = patch(teacher, student, layout, range(layout.num_blocks))
+    none = patch(teacher, student, layout, [])
     return {
         "k=M vs teacher": (full(input_ids).logits - teacher(input_ids).logits).abs().max().item(),
         "k=0 vs student": (none(input_ids).logits - student(input_ids).logits).abs().max().item(),

@@ -7,7 +7,6 @@ complete; the last two are kept, so a checkpoint damaged after the fact falls ba
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor
@@ -103,6 +103,7 @@ def save(root: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.O
     if ranks.main:
         write_json(partial / "state.json", {"step": step, "world": ranks.world, "sharded": ranks.sharded,
                                              "optimizer": rest, **extra})
+        shutil.rmtree(target, ignore_errors=True)  # one that could not be read, which this run went back past
         os.replace(partial, target)
         for old in steps_saved(root)[KEEP:]:
             shutil.rmtree(old, ignore_errors=True)
@@ -133,7 +134,7 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, r
         for group, saved in zip(osd["param_groups"], groups, strict=True):
             group.update({k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in saved.items()})
         set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd)
-    except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as err:
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as err:
         raise ValueError(f"checkpoint {path} cannot be read: {err}") from None
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng:

@@ -3,8 +3,8 @@ cosine alignment, and this project's tail term.
 
 A term reads a `Step`: the batch, the hidden states of the model being trained at its block boundaries
 (the student's layers, or an interpolant's read where the student's blocks end), the teacher's hidden
-states, and both LM heads. Logits are made from the final states by the heads inside the terms, so no
-model output is ever faked.
+states, and the trained model's LM head. Logits are made from final states by the heads inside the terms,
+a chunk of tokens at a time (`distill.logits`).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ..config import DistillConfig
 from ..core.arch import adapter_for, assemble
 from ..core.prune import Layout
 from ..device import autocast
+from .logits import logit_distillation_loss, reference_logit_distillation_loss
 
 TAIL_STRIDE = 16  # the tail term reads every 16th position: its LM head dominates its cost on a CPU
 
@@ -30,8 +31,8 @@ class Batch:
 
     @property
     def labels(self) -> Tensor:
-        """Next-token targets of positions 0..T-2; -100 where the next position is a pad."""
-        return self.input_ids[:, 1:].masked_fill(self.mask[:, 1:] == 0, -100)
+        """Each position's next token; -100 at the last position and where the next one is a pad."""
+        return F.pad(self.input_ids[:, 1:].masked_fill(self.mask[:, 1:] == 0, -100), (0, 1), value=-100)
 
 
 @dataclass
@@ -57,30 +58,29 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1)
 
 
-def _kl_to_teacher(t_logp: Tensor, logits: Tensor, mask: Tensor, tau: float) -> Tensor:
-    """τ²·KL(p_T/τ ‖ p/τ) averaged over real tokens."""
-    logp = F.log_softmax(logits.float() / tau, dim=-1)
-    return _masked_mean((t_logp.exp() * (t_logp - logp)).sum(-1), mask) * tau**2
+def logit_loss(cfg: DistillConfig, student: Tensor, teacher: Tensor, student_head: nn.Module, teacher_head: nn.Module,
+               labels: Tensor, mask: Tensor, precision: str) -> tuple[Tensor, Tensor, Tensor]:
+    """`ce·CE + kl·τ²·KL` from final states and LM heads, the (tokens × vocabulary) logits made
+    `distill.chunk_tokens` tokens at a time (all at once, the reference, at 0); and CE and τ²·KL."""
+    args = (student, teacher, student_head, teacher_head, labels, mask)
+    weights = dict(temperature=cfg.temperature, ce_weight=cfg.ce_weight, kl_weight=cfg.kl_weight)
+    with autocast(student.device, precision):
+        if cfg.chunk_tokens:
+            return logit_distillation_loss(*args, **weights, chunk_size=cfg.chunk_tokens)
+        return reference_logit_distillation_loss(*args, **weights)
 
 
 class LogitTerm:
-    """`ce·CE + kl·τ²·KL(p_T/τ ‖ p_S/τ)`: CE over the positions with a next token, KL over real tokens.
-    Keeps the teacher's log-probabilities for the tail term, which reads them at its positions."""
+    """`ce·CE + kl·τ²·KL(p_T/τ ‖ p_S/τ)`: CE over the positions with a next token, KL over real tokens."""
 
     def __init__(self, cfg: DistillConfig, teacher: nn.Module):
-        self.ce_weight, self.kl_weight, self.tau = cfg.ce_weight, cfg.kl_weight, cfg.temperature
+        self.cfg = cfg
         self.teacher_head = teacher.get_submodule(adapter_for(teacher).head)
-        self.teacher_logp: Tensor | None = None
 
     def __call__(self, step: Step) -> tuple[Tensor, dict[str, float]]:
-        with autocast(step.student[-1].device, step.precision):
-            s_logits, t_logits = step.student_head(step.student[-1]), self.teacher_head(step.teacher[-1])
-        s_logits, t_logits = s_logits.float(), t_logits.float()
-        labels, mask = step.batch.labels, step.batch.mask.float()
-        ce = F.cross_entropy(s_logits[:, :-1].flatten(0, 1), labels.flatten())
-        self.teacher_logp = F.log_softmax(t_logits / self.tau, dim=-1)
-        kl = _kl_to_teacher(self.teacher_logp, s_logits, mask, self.tau)
-        return self.ce_weight * ce + self.kl_weight * kl, {"ce": ce.item(), "kl": kl.item()}
+        loss, ce, kl = logit_loss(self.cfg, step.student[-1], step.teacher[-1], step.student_head, self.teacher_head,
+                                  step.batch.labels, step.batch.mask, step.precision)
+        return loss, {"ce": ce.item(), "kl": kl.item()}
 
 
 class CosineTerm:
@@ -107,11 +107,11 @@ class TailTerm:
 
     That model is the smallest interpolant last → first with more layers than the student. The student's
     layer standing for that block learns from the training text; the teacher's layers never do, and on
-    SmolLM2 that block is the one whose patching costs the most (docs/recipe-search.md). Training the
+    SmolLM2 that block is the one whose patching costs the most (docs/runs/smollm2-cpu.md). Training the
     state they receive through this term keeps every patched size between student and teacher.
     """
 
-    def __init__(self, teacher: nn.Module, layout: Layout, logit: LogitTerm, cfg: DistillConfig):
+    def __init__(self, teacher: nn.Module, layout: Layout, cfg: DistillConfig):
         multi = [i for i, block in enumerate(layout.blocks) if len(block) > 1]
         if not multi:
             raise ValueError("distill.tail_weight needs a layout with a multi-layer block")
@@ -121,34 +121,34 @@ class TailTerm:
         self.block = multi[-1]
         layers = [(teacher, j) for block in layout.blocks[self.block:] for j in block]
         self.model = assemble(teacher.config, layers, teacher, teacher).eval()
-        self.logit, self.weight = logit, cfg.tail_weight
+        self.head = teacher.get_submodule(adapter_for(teacher).head)
+        self.cfg = cfg
 
     def positions(self, length: int, device) -> Tensor:
         """Every `TAIL_STRIDE`-th position, the first one with a next token however short the sequence."""
         return torch.arange(min(TAIL_STRIDE, length - 1) - 1, length, TAIL_STRIDE, device=device)
 
-    def logits(self, entering: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        positions = self.positions(mask.shape[1], mask.device)
-        return self.model(inputs_embeds=entering, attention_mask=mask, logits_to_keep=positions).logits, positions
+    def final_states(self, entering: Tensor, mask: Tensor) -> Tensor:
+        """The tail's final (post-norm) states, fed the state entering its first block."""
+        no_logits = torch.empty(0, dtype=torch.long, device=mask.device)
+        out = self.model(inputs_embeds=entering, attention_mask=mask, output_hidden_states=True,
+                         logits_to_keep=no_logits)
+        return out.hidden_states[-1]
 
     def __call__(self, step: Step) -> tuple[Tensor, dict[str, float]]:
+        positions = self.positions(step.batch.mask.shape[1], step.batch.mask.device)
         with autocast(step.student[-1].device, step.precision):
-            tail_logits, positions = self.logits(step.student[self.block], step.batch.mask)
-        batch, tau = step.batch, self.logit.tau
-        next_ids = F.pad(batch.labels, (0, 1), value=-100)[:, positions]  # the last position has no next token
-        ce = F.cross_entropy(tail_logits.float().flatten(0, 1), next_ids.flatten())
-        kl = _kl_to_teacher(self.logit.teacher_logp[:, positions], tail_logits, batch.mask.float()[:, positions], tau)
-        loss = self.logit.ce_weight * ce + self.logit.kl_weight * kl
-        return self.weight * loss, {"tail": loss.item()}
+            final = self.final_states(step.student[self.block], step.batch.mask)[:, positions]
+        loss, _, _ = logit_loss(self.cfg, final, step.teacher[-1][:, positions], self.head, self.head,
+                                step.batch.labels[:, positions], step.batch.mask[:, positions], step.precision)
+        return self.cfg.tail_weight * loss, {"tail": loss.item()}
 
 
 def objective(cfg: DistillConfig, teacher: nn.Module, layout: Layout) -> list[Term]:
-    """The terms the loop sums, in order: the logit term first (the tail term reads the teacher's
-    log-probabilities it keeps)."""
-    logit = LogitTerm(cfg, teacher)
-    terms: list[Term] = [logit, CosineTerm(cfg)]
+    """The terms the loop sums: the paper's, and the tail term when `distill.tail_weight` is set."""
+    terms: list[Term] = [LogitTerm(cfg, teacher), CosineTerm(cfg)]
     if cfg.tail_weight:
-        terms.append(TailTerm(teacher, layout, logit, cfg))
+        terms.append(TailTerm(teacher, layout, cfg))
     return terms
 
 

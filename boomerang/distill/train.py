@@ -11,6 +11,8 @@ an uninterrupted one; a non-finite loss stops the run before anything is saved.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -26,7 +28,6 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
 
 from ..artefacts import CHECKPOINTS, DISTILL_LOG, STUDENT, STUDENT_INIT
@@ -36,6 +37,7 @@ from ..core.patch import patch
 from ..core.prune import Layout, read_layout, save_student
 from ..device import autocast, default_device
 from ..io import write_csv
+from ..progress import progress
 from ..provenance import code_digests
 from ..sources.teacher import load_teacher
 from ..sources.text import train_batches
@@ -157,8 +159,8 @@ def _mean(values: dict[str, float], ranks: Ranks) -> dict[str, float]:
 def checkpoint_root(cfg: RunConfig):
     """Checkpoints are keyed by everything that shapes training, the code included, so that neither a
     changed config nor changed code ever resumes them."""
-    code = "".join(code_digests(train).values())
-    return CHECKPOINTS.path(cfg) / cfg.digest("seed", "teacher", "prune", "data", "distill") / code[:16]
+    code = hashlib.sha256(json.dumps(code_digests(train), sort_keys=True).encode()).hexdigest()[:16]
+    return CHECKPOINTS.path(cfg) / cfg.digest("seed", "teacher", "prune", "data", "distill") / code
 
 
 def train(cfg: RunConfig, stop_after: int | None = None, log=print) -> pd.DataFrame:
@@ -198,7 +200,7 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=print) -> pd.DataFr
     last = d.steps if stop_after is None else min(d.steps, stop_after)
     clock = time.perf_counter()
     steps = range(start, last)
-    for step in tqdm(steps, initial=start, total=d.steps, desc="distill") if ranks.main else steps:
+    for step in progress(steps, initial=start, total=d.steps, desc="distill") if ranks.main else steps:
         logged: dict[str, float] = {}
         for micro in range(d.grad_accum):
             input_ids = next(batches).to(device)

@@ -13,10 +13,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from ..core.patch import interpolants
+from ..core.arch import hidden_states
 from ..family import Family
+from ..progress import progress
 from .checks import Claim, claims_frame
 
 
@@ -147,8 +147,7 @@ def layer_cosine(student_hidden: Sequence[Tensor], teacher_hidden: Sequence[Tens
 
 def _hidden_states(model: nn.Module, batch: Tensor) -> tuple[Tensor, ...]:
     """Every hidden state (embedding output … post-final-norm) of a padding-free batch."""
-    device = next(model.parameters()).device
-    return model(input_ids=batch.to(device), attention_mask=None, output_hidden_states=True).hidden_states
+    return hidden_states(model, batch.to(next(model.parameters()).device))
 
 
 @torch.no_grad()
@@ -161,7 +160,7 @@ def cka_grid(model_a: nn.Module, model_b: nn.Module, blocks: Tensor, batch_size:
     """
     generator = torch.Generator().manual_seed(seed)
     acc: MinibatchCKA | None = None
-    for batch in tqdm(blocks.split(batch_size), desc="CKA", leave=False):
+    for batch in progress(blocks.split(batch_size), desc="CKA", leave=False):
         hs_a, hs_b = _hidden_states(model_a, batch), _hidden_states(model_b, batch)
         keep = torch.randperm(batch.numel(), generator=generator)[:tokens_per_minibatch]
         if acc is None:
@@ -178,7 +177,7 @@ def aligned_cosines(student: nn.Module, teacher: nn.Module, blocks: Tensor, alig
                     batch_size: int = 8) -> list[float]:
     """`layer_cosine` over all tokens of `blocks`, each batch weighted by its token count."""
     totals, count = np.zeros(len(alignment)), 0
-    for batch in tqdm(blocks.split(batch_size), desc="cosine", leave=False):
+    for batch in progress(blocks.split(batch_size), desc="cosine", leave=False):
         cosines = layer_cosine(_hidden_states(student, batch), _hidden_states(teacher, batch), alignment)
         totals += batch.numel() * np.asarray(cosines)
         count += batch.numel()
@@ -222,7 +221,7 @@ def alignment_table(family: Family, students: dict[str, nn.Module], blocks: Tens
                  for i, (t, c) in enumerate(zip(layout.alignment, cosines))]
     reference = final_states(teacher, blocks, batch_size)
     for order in orders:
-        for spec in tqdm(interpolants(layout, order), desc=f"final-state cosine ({order})", leave=False):
+        for spec in progress(family.interpolants(order), desc=f"final-state cosine ({order})", leave=False):
             rows.append({"model": f"interp_{order}_k{spec.k}", "kind": "final_cosine", "order": order,
                          "k": spec.k, "num_layers": spec.num_layers,
                          "value": final_state_cosine(family.model(spec.blocks), reference, blocks, batch_size)})

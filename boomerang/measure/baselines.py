@@ -14,18 +14,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..config import RunConfig
-from ..core.arch import adapter_for, assemble, decoder_layers, parameter_counts, ties_embeddings
+from ..core.arch import (adapter_for, assemble, decoder_layers, hidden_states, layer_output, parameter_counts,
+                         ties_embeddings)
+from ..progress import progress
 from ..sources.text import heldout_blocks, train_batches
 from .align import final_state_cosine, final_states
 from .perplexity import METRIC_COLUMNS, perplexity
-
-
-def _first_tensor(x):
-    return x[0] if isinstance(x, (tuple, list)) else x
 
 
 @torch.no_grad()
@@ -38,13 +35,13 @@ def block_influence(model: nn.Module, blocks: Tensor, batch_size: int = 8) -> li
     def hook(i):
         def record(module, args, kwargs, output):
             x = args[0] if args else kwargs["hidden_states"]
-            sums[i] += (1 - F.cosine_similarity(x.float(), _first_tensor(output).float(), dim=-1)).sum().item()
+            sums[i] += (1 - F.cosine_similarity(x.float(), layer_output(output).float(), dim=-1)).sum().item()
         return record
 
     handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
         for batch in blocks.split(batch_size):
-            model(input_ids=batch.to(next(model.parameters()).device), use_cache=False)
+            hidden_states(model, batch.to(next(model.parameters()).device))
             count += batch.numel()
     finally:
         for h in handles:
@@ -144,7 +141,7 @@ def layer_pruning_table(cfg: RunConfig, teacher: PreTrainedModel, tokenizer, siz
     influence = block_influence(teacher, calibration)
     reference = final_states(teacher, calibration)
     rows, collapsed = [], teacher
-    for n in tqdm(sorted(sizes, reverse=True), desc="ShortGPT / LaCo sizes"):
+    for n in progress(sorted(sizes, reverse=True), desc="ShortGPT / LaCo sizes"):
         collapsed = laco(collapsed, n, calibration, lp.laco_merge_layers, lp.laco_lowest, lp.laco_interval,
                          lp.laco_threshold, reference=reference)
         for method, model in (("shortgpt", shortgpt(teacher, influence, n)), ("laco", collapsed)):

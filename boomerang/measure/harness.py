@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
-from lm_eval import simple_evaluate
+from lm_eval.evaluator import evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
@@ -67,9 +69,12 @@ class QuietHFLM(HFLM):
         return super().generate_until(requests, disable_tqdm=True)
 
 
-def harness_model(model: torch.nn.Module, tokenizer, cfg: LmEvalConfig):
+def harness_model(model: torch.nn.Module, tokenizer, cfg: LmEvalConfig) -> QuietHFLM:
+    """The model for lm-eval, its matrix products in the run's mixed precision and its log-probabilities in
+    float32 (in bf16 their sums round: a bf16 teacher and its student got the same wikitext perplexity)."""
     mixed = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.mixed_precision)
-    return QuietHFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, mixed_precision_dtype=mixed)
+    return QuietHFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, mixed_precision_dtype=mixed,
+                     softmax_dtype="float32")
 
 
 def ratio_stderr(pairs: list[tuple[float, float]]) -> float:
@@ -97,7 +102,7 @@ def _weighted_stderrs(samples: list[dict]) -> dict[str, float]:
 
 
 def result_rows(output: dict) -> list[dict]:
-    """Tidy rows (task, metric, value, stderr) from `simple_evaluate`'s output; a group's subtasks are
+    """Tidy rows (task, metric, value, stderr) from lm-eval's output; a group's subtasks are
     folded into the group's own row, a filter other than `none` is kept in the metric name."""
     subtasks = {t for members in output.get("group_subtasks", {}).values() for t in members}
     rows = []
@@ -116,18 +121,32 @@ def result_rows(output: dict) -> list[dict]:
     return rows
 
 
-def score(model, tokenizer, tasks: list[str], manager: TaskManager, cfg: LmEvalConfig,
-          seed: int = 0) -> tuple[list[dict], dict]:
-    """Run lm-eval on one in-memory model; returns tidy rows and the raw output. lm-eval's warnings that an
-    in-memory model is not a hub name are what this project intends; they are silenced."""
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    output = simple_evaluate(
-        model=harness_model(model, tokenizer, cfg), tasks=tasks, num_fewshot=cfg.num_fewshot,
-        limit=cfg.limit, task_manager=manager, bootstrap_iters=cfg.bootstrap_iters, log_samples=True,
-        gen_kwargs={"max_gen_toks": cfg.max_gen_toks} if cfg.max_gen_toks else None,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-    )
-    return result_rows(output), output
+class Suite:
+    """lm-eval's tasks, loaded once and configured as `simple_evaluate` configures them, then run on every
+    model of a run: loading the paper's suite (mmlu alone is 57 datasets) costs minutes, scoring a model on
+    a few items each costs seconds. Every model sees the same items and the same few-shot examples."""
+
+    def __init__(self, tasks: list[str], manager: TaskManager, cfg: LmEvalConfig, seed: int = 0):
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notes that a model object is no hub name
+        self.loaded, self.cfg, self.seed = manager.load(tasks), cfg, seed
+        for task in self.loaded["tasks"].values():
+            if task.get_config("output_type") == "generate_until" and cfg.max_gen_toks:
+                task.set_config(key="generation_kwargs", value={"max_gen_toks": cfg.max_gen_toks}, update=True)
+            if cfg.num_fewshot is not None and task.get_config("num_fewshot") != 0:
+                task.set_config(key="num_fewshot", value=cfg.num_fewshot)
+            elif task.get_config("num_fewshot") is None:
+                task.set_config(key="num_fewshot", value=0)
+
+    def score(self, model: torch.nn.Module, tokenizer) -> tuple[list[dict], dict]:
+        """Tidy rows and lm-eval's raw output for one in-memory model."""
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+        for task in self.loaded["tasks"].values():
+            task.set_fewshot_seed(seed=self.seed)
+        output = evaluate(lm=harness_model(model, tokenizer, self.cfg), task_dict=self.loaded, limit=self.cfg.limit,
+                          bootstrap_iters=self.cfg.bootstrap_iters, log_samples=True)
+        return result_rows(output), output
 
 
 def lm_eval_table(cfg: RunConfig, family: Family, samples_dir: str | Path | None = None) -> pd.DataFrame:
@@ -136,12 +155,12 @@ def lm_eval_table(cfg: RunConfig, family: Family, samples_dir: str | Path | None
     e = cfg.lm_eval
     if not e.tasks:
         return pd.DataFrame(columns=METRIC_COLUMNS)
-    manager = task_manager(cfg)
+    suite = Suite(e.tasks, task_manager(cfg), e, cfg.seed)
     rows = []
     models = run_models(family, e.orders or cfg.interpolate.orders, family.undistilled(), e.size_stride,
                         e.naive_stride, distinct_sizes=True)
     for model, labels in models:
-        scored, output = score(model, family.tokenizer, e.tasks, manager, e, cfg.seed)
+        scored, output = suite.score(model, family.tokenizer)
         base = {**labels, **family.counts(model), "batch_size": e.batch_size}
         rows += [{**base, **r} for r in scored]
         if samples_dir is not None:

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..config import Precision
-from ..core.patch import interpolants
+from ..core.arch import adapter_for, hidden_states
+from ..core.patch import FIXED_ORDERS
 from ..device import autocast
 from ..family import Family
+from ..progress import progress
 from .checks import Claim, claims_frame
 
 METRIC_COLUMNS = ["model", "method", "order", "k", "authors_k", "num_layers", "params", "params_inference",
@@ -22,21 +23,28 @@ METRIC_COLUMNS = ["model", "method", "order", "k", "authors_k", "num_layers", "p
 BETWEEN_TOLERANCE = 0.02  # an intermediate size may sit 2 % outside the student-teacher band
 NAIVE_FACTOR = 10.0  # naive pruning must be 10x worse at the middle sizes
 MONOTONE_RHO = -0.9  # Spearman rho of perplexity against size
+HEAD_CHUNK = 512  # tokens whose logits exist at once
 
 
 @torch.no_grad()
 def perplexity(model: nn.Module, blocks: torch.Tensor, batch_size: int = 8,
                mixed_precision: Precision = "bf16") -> dict[str, float]:
     """Token-level perplexity of packed blocks (every token real), with the standard error of the mean NLL
-    over blocks."""
+    over blocks. The LM head runs on `HEAD_CHUNK` tokens at a time: the (tokens x vocabulary) logits of a
+    whole batch are gigabytes in fp32."""
     device = next(model.parameters()).device
+    head = model.get_submodule(adapter_for(model).head)
     nll = []
     for batch in blocks.split(batch_size):
         batch = batch.to(device)
         with autocast(device, mixed_precision):
-            logits = model(input_ids=batch).logits
-        losses = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), batch[:, 1:].flatten(), reduction="none")
-        nll.append(losses.view(len(batch), -1).mean(1))  # one value per block
+            final = hidden_states(model, batch)[-1][:, :-1].flatten(0, 1)
+        losses = []
+        for states, targets in zip(final.split(HEAD_CHUNK), batch[:, 1:].flatten().split(HEAD_CHUNK)):
+            with autocast(device, mixed_precision):
+                logits = head(states)
+            losses.append(F.cross_entropy(logits.float(), targets, reduction="none"))
+        nll.append(torch.cat(losses).view(len(batch), -1).mean(1))  # one value per block
     per_block = torch.cat(nll)
     mean = per_block.mean().item()
     stderr = (per_block.std().item() / math.sqrt(len(per_block))) if len(per_block) > 1 else float("nan")
@@ -63,10 +71,10 @@ def run_models(family: Family, orders: list[str], naive: Family | None = None, s
     if naive:
         yield naive.student, {"model": "naive_pruned_k0", "method": "naive_pruned", **ends, "k": 0, "num_layers": m}
     for order in orders:
-        sizes = interpolants(layout, order)[1:-1]
+        sizes = family.interpolants(order)[1:-1]
         distinct = [s for s in sizes if m < s.num_layers < n]
         naive_sizes = set(distinct[::naive_stride]) if naive else set()
-        for i, spec in enumerate(tqdm(distinct if distinct_sizes else sizes, desc=f"sizes ({order})")):
+        for i, spec in enumerate(progress(distinct if distinct_sizes else sizes, desc=f"sizes ({order})")):
             labels = {"order": order, "k": spec.k, "authors_k": spec.authors_k, "num_layers": spec.num_layers}
             if i % size_stride == 0:
                 yield family.model(spec.blocks), {"model": f"interp_{order}_k{spec.k}", "method": "interpolated",
@@ -108,6 +116,20 @@ def interpolation_curve(metrics: pd.DataFrame, order: str) -> pd.DataFrame:
     interp = metrics[(metrics.method == "interpolated") & (metrics.order == order)
                      & metrics.num_layers.between(ends.num_layers.min(), ends.num_layers.max(), inclusive="neither")]
     return pd.concat([ends, interp]).sort_values(["num_layers", "k"]).drop_duplicates("num_layers", keep="last")
+
+
+def order_comparison(metrics: pd.DataFrame, orders: list[str]) -> pd.DataFrame:
+    """Held-out perplexity of every order at every size strictly between student and teacher, the best fixed
+    order's, and each order chosen on data against it (a ratio below 1: better than both fixed orders)."""
+    ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
+    curves = {o: interpolation_curve(ppl, o).iloc[1:-1].set_index("num_layers").value for o in orders}
+    table = pd.DataFrame(curves)
+    fixed = [o for o in orders if o in FIXED_ORDERS]
+    if fixed:
+        table["best fixed order"] = table[fixed].min(axis=1)
+        for o in (o for o in orders if o not in FIXED_ORDERS):
+            table[f"{o} / best fixed"] = table[o] / table["best fixed order"]
+    return table.reset_index()
 
 
 def boomerang_checks(metrics: pd.DataFrame, task: str = "heldout", metric: str = "perplexity",

@@ -1,7 +1,7 @@
 """The records in docs/, generated from results/: templates hold the prose, every number comes from a table.
 
-`docs/runs/<run>.md` is what a run shows (its stage 07), `docs/experiments/<preset>.md` what a sweep shows
-(stage 10). A run whose results hold a `recipe_search.csv` (the record of recipes tried before it) gets
+`docs/runs/<run>.md` is what a run shows (its stage 08), `docs/experiments/<preset>.md` what a sweep shows
+(stage 11). A run whose results hold a `recipe_search.csv` (the record of recipes tried before it) gets
 that record rendered in its document.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .sweeps import PRESET, Sweep
 
 TEMPLATES = REPO_ROOT / "docs" / "templates"
 RECIPE_RECORD = "recipe_search.csv"
+README_END = "<!-- end of checks -->"
 
 
 def table(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -75,14 +76,30 @@ def write_run_doc(cfg: RunConfig) -> Path:
     record = cfg.results_dir / RECIPE_RECORD
     figures = {a: _relative(cfg.figures_dir / f"{a}.png", doc)
                for a in ("fig2_interpolation_vs_naive_pruning", "fig2_lm_eval", "alignment_cka", "alignment_cosine",
-                         "alignment_final_state_vs_perplexity", "distill_log")
+                         "alignment_final_state_vs_perplexity", "fig_orders", "fig_frontier", "distill_log")
                if (cfg.figures_dir / f"{a}.png").exists()}
-    _render("run.md.j2", doc, cfg=cfg, ends=ends, layout=layout, log=log,
+    _render("run.md.j2", doc, cfg=cfg, ends=ends, layout=layout, log=log, comparison=read(A.ORDERS),
+            optimum=read(A.OPTIMUM), cost=read(A.COST),
             orders={o: perplexity_by_size(metrics, o) for o in cfg.interpolate.orders},
             checks=read(A.CHECKS), lm_eval=lm_eval_by_model(scores) if scores is not None and len(scores) else None,
             lm_eval_checks=read(A.LM_EVAL_CHECKS), alignment_checks=read(A.ALIGNMENT_CHECKS), figures=figures,
             tolerance=BETWEEN_TOLERANCE, record=pd.read_csv(record) if record.exists() else None)
     return doc
+
+
+def refresh_readme(cfg: RunConfig) -> None:
+    """The README's table of this run's checks, between `<!-- checks: <run> -->` and `<!-- end of checks -->`,
+    where the README has one."""
+    path, start = A.README.path(cfg), f"<!-- checks: {cfg.name} -->"
+    text = path.read_text() if path.exists() else ""
+    if start not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(README_END, 1)
+    checks = pd.concat([pd.read_csv(a.path(cfg)) for a in (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
+                        if a.path(cfg).exists()], ignore_index=True)
+    columns = ["claim", "scope", "value", "rule", "holds"]
+    write_text(path, f"{head}{start}\n{table(checks[columns])}\n{README_END}{tail}")
 
 
 def curve_summary(runs: dict[str, pd.DataFrame], labels: dict[str, str], orders: list[str]) -> pd.DataFrame:
@@ -114,7 +131,7 @@ def write_experiments_doc(cfg: RunConfig, sweep: Sweep, runs: dict[str, pd.DataF
         sections.append({"spec": spec, "image": _relative(image, doc) if image.exists() else None,
                          "runs": curve_summary(runs, labels, orders),
                          "claims": claims[claims.figure == spec.paper]})
-    extra = {n: _relative(cfg.figures_dir / f"{n}.png", doc) for n in ["fig7_layer_pruning"]
+    extra = {n: _relative(cfg.figures_dir / f"{n}.png", doc) for n in ("fig7_layer_pruning", "fig_frontier_baselines")
              if (cfg.figures_dir / f"{n}.png").exists()}
     _render("experiments.md.j2", doc, cfg=cfg, sweep=sweep, claims=claims, sections=sections, figures=extra,
             layer_pruning=pd.read_csv(A.LAYER_PRUNING.path(cfg)), flops=pd.read_csv(A.FLOPS.path(cfg)),

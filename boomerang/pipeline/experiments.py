@@ -1,6 +1,6 @@
 """The paper's baselines and ablations as a sweep of pipeline runs over one preset, then the experiment
-stages: `08_layer_pruning` (ShortGPT, LaCo, FLOPs), `09_offshelf_pairs` (released distilled models and
-their teachers, hub presets only) and `10_experiments` (one figure per paper figure, `claims.csv`).
+stages: `09_layer_pruning` (ShortGPT, LaCo, FLOPs), `10_offshelf_pairs` (released distilled models and
+their teachers, hub presets only) and `11_experiments` (one figure per paper figure, `claims.csv`).
 
 Each variant is the ordinary pipeline under the run name `<preset>--<variant>`, so every stage is cached
 per variant and the teacher, the text and the token cache are shared.
@@ -16,33 +16,34 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import ConfigError
+from ..config import ConfigError, parse_overrides
 from . import runner
 from .stages import stages
 from .sweeps import PRESET, read_sweep
 
 
 def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, force: tuple[str, ...] = (),
-              log=print, dry_run: bool = False) -> dict[str, dict[str, str]]:
+              overrides: dict | None = None, log=print, dry_run: bool = False) -> dict[str, dict[str, str]]:
     """Run the preset, the variants (all, or those in `only`; `()` for none) and the experiment stages;
-    `force` re-runs the named stages of every run (e.g. `07_report` to redraw after a plotting change).
-    `dry_run` runs nothing and says what would run."""
+    `force` re-runs the named stages of every run (e.g. `08_report` to redraw after a plotting change),
+    `overrides` apply to every run (e.g. `output_root`). `dry_run` runs nothing and says what would run."""
+    overrides = overrides or {}
     sweep = read_sweep(path)
     unknown = set(only or ()) - set(sweep.variants)
     if unknown:
         raise ConfigError(f"unknown variant(s) {sorted(unknown)}; the sweep has {sorted(sweep.variants)}")
     run_stages = set(force) & {s.name for s in stages("run")}
-    outcome = {PRESET: runner.run(sweep.preset, force=tuple(run_stages), log=log, dry_run=dry_run)}
+    outcome = {PRESET: runner.run(sweep.preset, overrides, force=tuple(run_stages), log=log, dry_run=dry_run)}
     for i, name in enumerate(sweep.variants, 1):
         if only is not None and name not in only:
             continue
         log(f"=== variant {i}/{len(sweep.variants)}: {name}")
-        outcome[name] = runner.run(sweep.preset, sweep.overrides(name), force=tuple(run_stages), log=log,
-                                   dry_run=dry_run)
-    # 10_experiments reads every run of the sweep, which no cache key of its own covers: it always runs
-    experiment_force = ("10_experiments", *(set(force) - run_stages))
-    outcome["experiments"] = runner.run(sweep.preset, {"experiments.sweep": str(sweep.path)}, force=experiment_force,
-                                        group="experiments", log=log, dry_run=dry_run)
+        outcome[name] = runner.run(sweep.preset, {**overrides, **sweep.overrides(name)}, force=tuple(run_stages),
+                                   log=log, dry_run=dry_run)
+    # 11_experiments reads every run of the sweep, which no cache key of its own covers: it always runs
+    experiment_force = ("11_experiments", *(set(force) - run_stages))
+    outcome["experiments"] = runner.run(sweep.preset, {**overrides, "experiments.sweep": str(sweep.path)},
+                                        force=experiment_force, group="experiments", log=log, dry_run=dry_run)
     return outcome
 
 
@@ -51,13 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep", default="configs/sweeps/smollm2-cpu.yaml")
     parser.add_argument("--only", nargs="*", default=None,
                         help="variants to run (default: all; `--only` alone: none, just the baselines and figures)")
-    parser.add_argument("--force", nargs="*", default=(), help="stage names to re-run in every run, e.g. 07_report")
+    parser.add_argument("--force", nargs="*", default=(), help="stage names to re-run in every run, e.g. 08_report")
+    parser.add_argument("--override", default="{}", help="JSON of dotted overrides for every run of the sweep")
     parser.add_argument("--dry-run", action="store_true", help="say which stages of which runs would run; run nothing")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     only = None if args.only is None else tuple(args.only)
     try:
-        outcome = run_sweep(args.sweep, only, tuple(args.force), dry_run=args.dry_run)
+        outcome = run_sweep(args.sweep, only, tuple(args.force), parse_overrides(args.override), dry_run=args.dry_run)
     except ConfigError as err:
         sys.exit(f"error: {err}")
     print(json.dumps(outcome, indent=2))

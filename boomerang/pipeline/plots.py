@@ -12,7 +12,7 @@ from ..io import atomic_path
 from ..measure.perplexity import interpolation_curve
 from .sweeps import PRESET, Sweep
 
-ORDER_LABELS = {"last_to_first": "patch last → first", "first_to_last": "patch first → last"}
+ORDER_LABELS = {"last_to_first": "patch last → first", "first_to_last": "patch first → last", "klpatch": "KLPatch"}
 COLORS = {"interpolated": "#1f77b4", "naive_pruned": "#d62728", "student": "#2ca02c", "teacher": "black"}
 LABELS = {"interpolated": "boomerang interpolation", "naive_pruned": "naive layer pruning",
           "student": "distilled student", "teacher": "teacher"}
@@ -255,3 +255,56 @@ def sweep_figures(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd
              f"fig6_offshelf_{pair}")
         drawn.append(f"fig6_offshelf_{pair}")
     return drawn
+
+
+METHOD_STYLES = {"naive_pruned": ("naive layer pruning", "s--"), "shortgpt": ("ShortGPT", "v--"),
+                 "laco": ("LaCo", "^--")}
+
+
+def orders_figure(orders: pd.DataFrame, optimum: pd.DataFrame | None = None) -> plt.Figure:
+    """Held-out perplexity of every patch order at every intermediate size, and the exact optimum of
+    KLPatch's objective where it was searched."""
+    _style()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    names = [c for c in orders.columns if c != "num_layers" and "/" not in c and c != "best fixed order"]
+    for i, name in enumerate(names):
+        ax.plot(orders.num_layers, orders[name], "o-", ms=3.5, lw=1.3, color=sns.color_palette("tab10")[i],
+                label=ORDER_LABELS.get(name, name))
+    if optimum is not None and len(optimum):
+        best = optimum[optimum.choice == "optimum"]
+        ax.scatter(best.num_layers, best.heldout_perplexity, marker="*", s=140, color="black", zorder=5,
+                   label="exact optimum of the KL objective")
+    _log_y(ax)
+    ax.set_xlabel("layers")
+    ax.set_ylabel("held-out perplexity (log)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def frontier_figure(metrics: pd.DataFrame, cost: pd.DataFrame, others: pd.DataFrame | None = None) -> plt.Figure:
+    """Quality against what a size costs to run: held-out perplexity against decode latency per token and
+    against peak memory, for every order and baseline the run has (`others`: ShortGPT / LaCo rows). Sizes
+    with the same number of layers cost the same, so each model sits at its layer count's measured cost."""
+    _style()
+    ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
+    lines = {ORDER_LABELS.get(o, o): ("o-", interpolation_curve(ppl, o))
+             for o in sorted(set(ppl[ppl.method == "interpolated"].order))}
+    baselines = pd.concat([ppl[ppl.method == "naive_pruned"], *([] if others is None else [others])])
+    for method, rows in baselines.groupby("method"):
+        label, style = METHOD_STYLES.get(method, (method, "x--"))
+        lines[label] = (style, rows.groupby("num_layers", as_index=False).value.min())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, (column, xlabel) in zip(axes, [("decode_ms_per_token", "decode latency, batch 1 (ms per token)"),
+                                           ("peak_memory_mib", "peak memory (MiB)")]):
+        for i, (label, (style, rows)) in enumerate(lines.items()):
+            joined = rows.merge(cost[["num_layers", column]], on="num_layers").sort_values(column)
+            ax.plot(joined[column], joined.value, style, ms=3.5, lw=1.2, color=sns.color_palette("tab10")[i],
+                    label=label)
+        ax.set_xlabel(xlabel)
+        _log_y(ax)
+    axes[0].set_ylabel("held-out perplexity (log)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"What each size costs on {cost.device.iloc[0]}")
+    fig.tight_layout()
+    return fig

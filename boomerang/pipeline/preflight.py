@@ -36,12 +36,14 @@ def check_student_config(teacher_config, student_config, layout: Layout, where: 
 
 @torch.no_grad()
 def resemblance(student: PreTrainedModel, teacher: PreTrainedModel, layout: Layout) -> list[float]:
-    """Cosine between each student layer's weights and those of the teacher layer it claims to copy."""
+    """Cosine between each student layer's weight matrices and those of the teacher layer it claims to copy
+    (norm weights, near 1 in any model, are left out)."""
     out = []
     for i, j in enumerate(layout.kept):
         s, t = decoder_layers(student)[i].state_dict(), decoder_layers(teacher)[j].state_dict()
-        a = torch.cat([s[k].flatten().float() for k in s])
-        b = torch.cat([t[k].flatten().float().to(a.device) for k in s])
+        matrices = [k for k in s if s[k].ndim >= 2]
+        a = torch.cat([s[k].flatten().float() for k in matrices])
+        b = torch.cat([t[k].flatten().float().to(a.device) for k in matrices])
         out.append(torch.nn.functional.cosine_similarity(a, b, dim=0).item())
     return out
 

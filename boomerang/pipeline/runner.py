@@ -32,8 +32,9 @@ from .stages import Stage, stages
 NOTEBOOKS = REPO_ROOT / "notebooks"
 # What the notebooks' kernels are told: no progress bars or library chatter in the executed notebooks
 # (JupyterLab, without these, shows progress bars as widgets).
-KERNEL_ENV = {"TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error",
-              "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
+KERNEL_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+              "TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore",
+              "TOKENIZERS_PARALLELISM": "false"}
 
 
 def code_cells(notebook: dict) -> str:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
+
 from .. import artefacts as A
 from ..artefacts import Artefact, figure, student_source
 from ..config import RunConfig
 from ..core.arch import num_layers, parameter_counts, ties_embeddings
-from ..core.patch import endpoint_gaps, export_round_trip, interpolants, unique_tensor_bytes
+from ..core.patch import FIXED_ORDERS, endpoint_gaps, export_round_trip, interpolants, unique_tensor_bytes
 from ..core.prune import build_student, layout_from_config, read_layout, save_student
 from ..distill.train import train
 from ..family import Family
@@ -26,13 +27,15 @@ from ..measure.baselines import layer_pruning_table
 from ..measure.flops import flops_table
 from ..measure.harness import harness_checks, lm_eval_table, panel_scores
 from ..measure.offshelf import eval_blocks, load_pair, pair_metrics
-from ..measure.perplexity import boomerang_checks, heldout_table, interpolation_table
+from ..measure.cost import cost_table
+from ..measure.perplexity import boomerang_checks, heldout_table, interpolation_table, order_comparison
+from ..measure.search import Calibration, klpatch_order, optimum_table
 from ..sources.teacher import load_teacher
-from ..sources.text import heldout_blocks
+from ..sources.text import heldout_blocks, train_batches
 from . import docs, plots
 from .claims import paper_claims
 from .preflight import check_released_student
-from .sweeps import read_sweep
+from .sweeps import PRESET, read_sweep
 
 UNDISTILLED = "pruned, not distilled"
 
@@ -67,8 +70,11 @@ def stages(group: str) -> list[Stage]:
     return [s for s in STAGES if s.group == group]
 
 
-def _family(cfg: RunConfig) -> Family:
-    return Family.load(cfg.teacher, student_source(cfg))
+def _calibration(cfg: RunConfig, family: Family) -> Calibration:
+    """The first `interpolate.calibration_tokens` of the training stream, with the teacher's predictions."""
+    blocks = next(train_batches(cfg.data, family.tokenizer, max(1, cfg.interpolate.calibration_tokens // cfg.data.seq_len),
+                                cfg.seed))
+    return Calibration(family.teacher, blocks, cfg.evaluate.batch_size, cfg.evaluate.mixed_precision)
 
 
 # --- a run ----------------------------------------------------------------------------------------
@@ -113,16 +119,19 @@ def distill(cfg: RunConfig) -> pd.DataFrame | None:
 
 @stage("03_interpolate", ("interpolate",), reads=(A.STUDENT,), writes=(A.INTERPOLANTS, A.EXPORTS))
 def interpolate(cfg: RunConfig) -> dict[str, Any]:
-    """Every size along each order, with checks that make the method's promises concrete: both endpoints
-    reproduce teacher and student exactly, all sizes together own no tensors, an exported size reloads
-    with identical logits."""
-    family = _family(cfg)
+    """Every size along each order (KLPatch's chosen here, on calibration text), with checks that make the
+    method's promises concrete: both endpoints reproduce teacher and student exactly, all sizes together
+    own no tensors, an exported size reloads with identical logits."""
+    family = Family.load(cfg.teacher, student_source(cfg))
+    kls: list[float] = []
+    if "klpatch" in cfg.interpolate.orders:
+        family.sequences["klpatch"], kls = klpatch_order(family, _calibration(cfg, family))
     table = interpolation_table(family, cfg.interpolate.orders)
+    table["calibration_kl"] = [kls[k - 1] if o == "klpatch" and k else float("nan") for o, k in zip(table.order, table.k)]
     write_csv(A.INTERPOLANTS.path(cfg), table)
     sample = heldout_blocks(cfg.data, family.tokenizer, 2 * cfg.data.seq_len)
-    gaps = {order: endpoint_gaps(family.teacher, family.student, family.layout, sample, order)
-            for order in cfg.interpolate.orders}
-    if any(v != 0 for g in gaps.values() for v in g.values()):
+    gaps = endpoint_gaps(family.teacher, family.student, family.layout, sample)
+    if any(gaps.values()):
         raise AssertionError(f"patched endpoints differ from teacher or student: {gaps}")
     models = [m for order in cfg.interpolate.orders for _, m in family.sweep(order)]
     memory = {"teacher + student (MiB)": unique_tensor_bytes([family.teacher, family.student]) / 2**20,
@@ -132,7 +141,7 @@ def interpolate(cfg: RunConfig) -> dict[str, Any]:
     exports = []
     for order in cfg.interpolate.orders:
         for k in cfg.interpolate.export_k:
-            spec = interpolants(family.layout, order)[k]
+            spec = family.interpolants(order)[k]
             gap = export_round_trip(family.model(spec.blocks), A.EXPORTS.path(cfg) / f"{order}_k{k}",
                                     family.tokenizer, sample)
             if gap != 0:
@@ -144,7 +153,7 @@ def interpolate(cfg: RunConfig) -> dict[str, Any]:
 @stage("04_evaluate", ("evaluate",), reads=(A.STUDENT,), writes=(A.METRICS, A.CHECKS))
 def evaluate(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     """Held-out perplexity of the teacher, the student, every size and naive pruning; the boomerang checks."""
-    family, e = _family(cfg), cfg.evaluate
+    family, e = Family.of_run(cfg), cfg.evaluate
     blocks = heldout_blocks(cfg.data, family.tokenizer, e.eval_tokens)
     metrics = heldout_table(family, blocks, cfg.interpolate.orders, e.batch_size, e.mixed_precision, e.naive_stride)
     write_csv(A.METRICS.path(cfg), metrics)
@@ -158,7 +167,7 @@ def lm_eval(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     """Every model of the run scored by lm-evaluation-harness in memory; per task, the checks."""
     samples = A.LM_EVAL_SAMPLES.path(cfg)
     shutil.rmtree(samples, ignore_errors=True)
-    scored = lm_eval_table(cfg, _family(cfg), samples if cfg.lm_eval.log_samples else None)
+    scored = lm_eval_table(cfg, Family.of_run(cfg), samples if cfg.lm_eval.log_samples else None)
     write_csv(A.LM_EVAL.path(cfg), scored)
     checks = harness_checks(scored)
     write_csv(A.LM_EVAL_CHECKS.path(cfg), checks)
@@ -171,7 +180,7 @@ def lm_eval(cfg: RunConfig) -> dict[str, pd.DataFrame]:
 def alignment(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     """CKA and aligned-layer cosines of the distilled and the undistilled student against the teacher, the
     final-state cosine of every size; the checks and their figures."""
-    family = _family(cfg)
+    family = Family.of_run(cfg)
     distilled = "distilled" if cfg.prune.init == "teacher" else f"distilled ({cfg.prune.init} init)"
     students = {UNDISTILLED: family.undistilled().student, distilled: family.student}
     blocks = heldout_blocks(cfg.data, family.tokenizer, cfg.align.eval_tokens)
@@ -187,12 +196,40 @@ def alignment(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     return {"alignment": table, "checks": checks}
 
 
-@stage("07_report", (), reads=(A.DISTILL_LOG, A.METRICS, A.LM_EVAL, A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS),
+@stage("07_sizes", ("sizes",), reads=(A.STUDENT, A.INTERPOLANTS, A.METRICS),
+       writes=(A.ORDERS, A.OPTIMUM, A.COST, figure("fig_orders"), figure("fig_frontier")))
+def sizes(cfg: RunConfig) -> dict[str, pd.DataFrame | None]:
+    """Beyond the paper, for a practitioner choosing a size: every order at every size (KLPatch against the
+    fixed orders), the exact optimum of KLPatch's objective where trying every subset is affordable, and
+    what each size costs to run on this device."""
+    family = Family.of_run(cfg)
+    metrics = pd.read_csv(A.METRICS.path(cfg))
+    orders = order_comparison(metrics, cfg.interpolate.orders)
+    write_csv(A.ORDERS.path(cfg), orders)
+    optimum = None
+    if cfg.sizes.exhaustive_blocks:
+        e = cfg.evaluate
+        optimum = optimum_table(family, _calibration(cfg, family), cfg.interpolate.orders, cfg.sizes.exhaustive_blocks,
+                                heldout_blocks(cfg.data, family.tokenizer, e.eval_tokens), e.batch_size,
+                                e.mixed_precision)
+        write_csv(A.OPTIMUM.path(cfg), optimum)
+    else:
+        A.OPTIMUM.path(cfg).unlink(missing_ok=True)
+    cost = cost_table(family, cfg.interpolate.orders, cfg.sizes.cost_prompt_tokens, cfg.sizes.cost_new_tokens,
+                      cfg.evaluate.mixed_precision)
+    write_csv(A.COST.path(cfg), cost)
+    plots.save(plots.orders_figure(orders, optimum), cfg.figures_dir, "fig_orders")
+    plots.save(plots.frontier_figure(metrics, cost), cfg.figures_dir, "fig_frontier")
+    return {"orders": orders, "optimum": optimum, "cost": cost}
+
+
+@stage("08_report", (), reads=(A.DISTILL_LOG, A.METRICS, A.LM_EVAL, A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS),
        writes=(figure("distill_log"), figure("fig2_interpolation_vs_naive_pruning"), figure("fig2_lm_eval"),
-               A.RUN_DOC))
+               A.RUN_DOC, A.README))
 def report(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     """The distillation curves, Fig. 2 for this run (held-out perplexity, and every lm-eval task or the
-    paper's averages) and the run's record in docs/, drawn from results/ only; every check of the run."""
+    paper's averages), the run's record in docs/ and, where the README names the run, its checks there;
+    all drawn from results/ only. Every check of the run."""
     if A.DISTILL_LOG.path(cfg).exists() and not cfg.prune.student:
         plots.save(plots.distill_log_figure(pd.read_csv(A.DISTILL_LOG.path(cfg))), cfg.figures_dir, "distill_log")
     metrics = pd.read_csv(A.METRICS.path(cfg))
@@ -204,19 +241,20 @@ def report(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     checks = pd.concat([pd.read_csv(a.path(cfg)) for a in (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
                         if a.path(cfg).exists()], ignore_index=True)
     docs.write_run_doc(cfg)
+    docs.refresh_readme(cfg)
     return {"panels": panels, "checks": checks}
 
 
 # --- experiments over a sweep ---------------------------------------------------------------------
 
-@stage("08_layer_pruning", ("seed", "teacher", "data", "prune", "interpolate", "evaluate", "layer_pruning"),
+@stage("09_layer_pruning", ("seed", "teacher", "data", "prune", "interpolate", "evaluate", "layer_pruning"),
        reads=(A.STUDENT,), writes=(A.LAYER_PRUNING, A.FLOPS), group="experiments")
 def layer_pruning(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     """ShortGPT and LaCo at every size the interpolation covers (Fig. 7), and the FLOPs of distilling
     every size separately against once (Table 3)."""
     teacher, tokenizer = load_teacher(cfg.teacher)
     layout = read_layout(student_source(cfg))
-    sizes = sorted({s.num_layers for order in cfg.interpolate.orders for s in interpolants(layout, order)
+    sizes = sorted({s.num_layers for order in FIXED_ORDERS for s in interpolants(layout, order)
                     if s.num_layers < layout.num_teacher_layers})
     table = layer_pruning_table(cfg, teacher, tokenizer, sizes)
     write_csv(A.LAYER_PRUNING.path(cfg), table)
@@ -227,7 +265,7 @@ def layer_pruning(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     return {"layer_pruning": table, "flops": flops}
 
 
-@stage("09_offshelf_pairs", ("data", "offshelf"), writes=(A.OFFSHELF,), group="experiments")
+@stage("10_offshelf_pairs", ("data", "offshelf"), writes=(A.OFFSHELF,), group="experiments")
 def offshelf_pairs(cfg: RunConfig) -> pd.DataFrame | None:
     """Fig. 6: released distilled models interpolated with their teachers, no training of ours (the hub
     presets name the pairs; with none the stage writes nothing)."""
@@ -243,7 +281,7 @@ def offshelf_pairs(cfg: RunConfig) -> pd.DataFrame | None:
     return table
 
 
-@stage("10_experiments", ("experiments",), reads=(A.METRICS, A.LAYER_PRUNING, A.FLOPS, A.OFFSHELF),
+@stage("11_experiments", ("experiments",), reads=(A.METRICS, A.COST, A.LAYER_PRUNING, A.FLOPS, A.OFFSHELF),
        writes=(A.CLAIMS, A.EXPERIMENTS_DOC), group="experiments")
 def experiments(cfg: RunConfig) -> dict[str, Any]:
     """The paper's comparative claims over the sweep's runs and one figure per paper figure, from results/
@@ -255,5 +293,9 @@ def experiments(cfg: RunConfig) -> dict[str, Any]:
     claims = paper_claims(sweep, runs, layer_pruning, pd.read_csv(A.FLOPS.path(cfg)), offshelf)
     write_csv(A.CLAIMS.path(cfg), claims)
     drawn = plots.sweep_figures(sweep, runs, layer_pruning, offshelf, cfg.interpolate.orders, cfg.figures_dir)
+    if A.COST.path(cfg).exists() and PRESET in runs:  # the frontier again, with ShortGPT and LaCo
+        plots.save(plots.frontier_figure(runs[PRESET], pd.read_csv(A.COST.path(cfg)), layer_pruning), cfg.figures_dir,
+                   "fig_frontier_baselines")
+        drawn.append("fig_frontier_baselines")
     docs.write_experiments_doc(cfg, sweep, runs, claims)
     return {"claims": claims, "figures": drawn, "runs": sorted(runs)}

