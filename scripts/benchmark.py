@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,19 +26,11 @@ from pathlib import Path
 STAND_IN = Path(__file__).with_name("stand_in_teacher.py")
 
 
-def _peak_mib() -> float:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
     from boomerang import artefacts as A
     from boomerang.config import load_config
     from boomerang.core.prune import read_layout
-    from boomerang.device import peak_flops
+    from boomerang.device import peak_flops, peak_memory_mib
     from boomerang.distill.train import train
     from boomerang.measure.flops import distillation_flops
     from boomerang.pipeline import stages
@@ -58,13 +49,14 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
     per_step = int(log.tokens.iloc[0])
     seconds = (log.tokens / log.tokens_per_s).diff().iloc[1:]  # the first step warms up
     rate = per_step / seconds.mean()
-    queue.put({"device": str(device), "tokens/step": per_step, "tokens/s": rate, "peak MiB": _peak_mib(),
+    queue.put({"device": str(device), "tokens/step": per_step, "tokens/s": rate, "peak MiB": peak_memory_mib(device),
                "MFU %": 100 * flops_per_token * rate / peak_flops(device)})
 
 
 def bench_sweep(config: str, overrides: dict, eval_tokens: int, queue) -> None:
     from boomerang.config import load_config
     from boomerang.core.patch import unique_tensor_bytes
+    from boomerang.device import peak_memory_mib
     from boomerang.family import Family
     from boomerang.measure.perplexity import perplexity
     from boomerang.pipeline import stages
@@ -84,7 +76,7 @@ def bench_sweep(config: str, overrides: dict, eval_tokens: int, queue) -> None:
                 n += 1
         queue.put({"models": n, "tokens per model": blocks.numel(), "seconds": time.perf_counter() - start,
                    "teacher+student MiB": unique_tensor_bytes([family.teacher, family.student]) / 2**20,
-                   "peak MiB": _peak_mib()})
+                   "peak MiB": peak_memory_mib(family.teacher.device)})
 
 
 def _run(target, *args) -> dict:

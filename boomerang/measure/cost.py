@@ -8,7 +8,6 @@ Each measurement runs in a process of its own, so that its peak memory is its ow
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from ..config import Precision
 from ..core.patch import export
-from ..device import autocast, default_device
+from ..device import autocast, default_device, peak_memory_mib
 from ..family import Family
 from ..progress import progress
 from .flops import forward_flops_per_token
@@ -28,17 +27,11 @@ COST_COLUMNS = ["num_layers", "params", "params_inference", "forward_gflops_per_
                 "decode_ms_per_token", "peak_memory_mib", "device"]
 
 
-def _peak_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 @torch.no_grad()
 def _measure(path: str, prompt_tokens: int, new_tokens: int, precision: Precision, queue) -> None:
     """In a fresh process: load `path` alone, time a prefill and `new_tokens` cached decode steps at batch 1."""
     device = default_device()
-    baseline = _peak_mib(device) if device.type != "cuda" else 0.0
+    baseline = peak_memory_mib(device) if device.type != "cuda" else 0.0
     model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_tokens), generator=torch.Generator().manual_seed(0))
     prompt = prompt.to(device)
@@ -58,7 +51,7 @@ def _measure(path: str, prompt_tokens: int, new_tokens: int, precision: Precisio
         sync()
         decode = time.perf_counter() - start
     queue.put({"prefill_tokens_per_s": prompt_tokens / prefill, "decode_ms_per_token": 1000 * decode / new_tokens,
-               "peak_memory_mib": _peak_mib(device) - baseline, "device": str(device)})
+               "peak_memory_mib": peak_memory_mib(device) - baseline, "device": str(device)})
 
 
 def measure(path: str | Path, prompt_tokens: int, new_tokens: int, precision: Precision) -> dict:

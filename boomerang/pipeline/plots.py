@@ -13,6 +13,7 @@ from ..measure.perplexity import interpolation_curve
 from .sweeps import PRESET, Sweep
 
 ORDER_LABELS = {"last_to_first": "patch last → first", "first_to_last": "patch first → last", "klpatch": "KLPatch"}
+ORDER_COLORS = {"last_to_first": "#1f77b4", "first_to_last": "#ff7f0e", "klpatch": "#2ca02c"}
 COLORS = {"interpolated": "#1f77b4", "naive_pruned": "#d62728", "student": "#2ca02c", "teacher": "black"}
 LABELS = {"interpolated": "boomerang interpolation", "naive_pruned": "naive layer pruning",
           "student": "distilled student", "teacher": "teacher"}
@@ -257,8 +258,8 @@ def sweep_figures(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd
     return drawn
 
 
-METHOD_STYLES = {"naive_pruned": ("naive layer pruning", "s--"), "shortgpt": ("ShortGPT", "v--"),
-                 "laco": ("LaCo", "^--")}
+METHOD_STYLES = {"naive_pruned": ("naive layer pruning", "s--", "#d62728"),  # label, line style, colour
+                 "shortgpt": ("ShortGPT", "v--", "#9467bd"), "laco": ("LaCo", "^--", "#8c564b")}
 
 
 def orders_figure(orders: pd.DataFrame, optimum: pd.DataFrame | None = None) -> plt.Figure:
@@ -267,8 +268,8 @@ def orders_figure(orders: pd.DataFrame, optimum: pd.DataFrame | None = None) -> 
     _style()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     names = [c for c in orders.columns if c != "num_layers" and "/" not in c and c != "best fixed order"]
-    for i, name in enumerate(names):
-        ax.plot(orders.num_layers, orders[name], "o-", ms=3.5, lw=1.3, color=sns.color_palette("tab10")[i],
+    for name in names:
+        ax.plot(orders.num_layers, orders[name], "o-", ms=3.5, lw=1.3, color=ORDER_COLORS.get(name),
                 label=ORDER_LABELS.get(name, name))
     if optimum is not None and len(optimum):
         best = optimum[optimum.choice == "optimum"]
@@ -288,19 +289,18 @@ def frontier_figure(metrics: pd.DataFrame, cost: pd.DataFrame, others: pd.DataFr
     with the same number of layers cost the same, so each model sits at its layer count's measured cost."""
     _style()
     ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
-    lines = {ORDER_LABELS.get(o, o): ("o-", interpolation_curve(ppl, o))
+    lines = {ORDER_LABELS.get(o, o): ("o-", ORDER_COLORS.get(o), interpolation_curve(ppl, o))
              for o in sorted(set(ppl[ppl.method == "interpolated"].order))}
     baselines = pd.concat([ppl[ppl.method == "naive_pruned"], *([] if others is None else [others])])
     for method, rows in baselines.groupby("method"):
-        label, style = METHOD_STYLES.get(method, (method, "x--"))
-        lines[label] = (style, rows.groupby("num_layers", as_index=False).value.min())
+        label, style, color = METHOD_STYLES.get(method, (method, "x--", None))
+        lines[label] = (style, color, rows.groupby("num_layers", as_index=False).value.min())
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, (column, xlabel) in zip(axes, [("decode_ms_per_token", "decode latency, batch 1 (ms per token)"),
                                            ("peak_memory_mib", "peak memory (MiB)")]):
-        for i, (label, (style, rows)) in enumerate(lines.items()):
+        for label, (style, color, rows) in lines.items():
             joined = rows.merge(cost[["num_layers", column]], on="num_layers").sort_values(column)
-            ax.plot(joined[column], joined.value, style, ms=3.5, lw=1.2, color=sns.color_palette("tab10")[i],
-                    label=label)
+            ax.plot(joined[column], joined.value, style, ms=3.5, lw=1.2, color=color, label=label)
         ax.set_xlabel(xlabel)
         _log_y(ax)
     axes[0].set_ylabel("held-out perplexity (log)")
