@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import resource
-import sys
 import time
 from contextlib import nullcontext
 from functools import cache
@@ -25,20 +23,6 @@ def autocast(device: torch.device | str, precision: Precision):
     """Mixed precision for the matrix products (weights stay as they are), or nothing for `no`."""
     dtype = AUTOCAST_DTYPES.get(precision)
     return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else nullcontext()
-
-
-def peak_memory_mib(device: torch.device | str) -> float:
-    """This process's peak memory so far: the GPU allocator's peak, or on a CPU the high-water mark of the
-    resident set of this process image. On Linux that is `VmHWM`, which starts afresh when a spawned process
-    starts: `ru_maxrss` carries the spawning parent's peak over, and would hide any smaller one."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
-    except OSError:  # no procfs (macOS): ru_maxrss, in bytes there
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 # Dense bf16 tensor peak, FLOP/s, by a word of `torch.cuda.get_device_name` (the vendors' data sheets).

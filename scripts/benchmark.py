@@ -30,7 +30,8 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
     from boomerang import artefacts as A
     from boomerang.config import load_config
     from boomerang.core.prune import read_layout
-    from boomerang.device import peak_flops, peak_memory_mib
+    from boomerang.device import peak_flops
+    from boomerang.measure.cost import peak_memory_mib
     from boomerang.distill.train import train
     from boomerang.measure.flops import distillation_flops
     from boomerang.pipeline import stages
@@ -56,7 +57,7 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
 def bench_sweep(config: str, overrides: dict, eval_tokens: int, queue) -> None:
     from boomerang.config import load_config
     from boomerang.core.patch import unique_tensor_bytes
-    from boomerang.device import peak_memory_mib
+    from boomerang.measure.cost import peak_memory_mib
     from boomerang.family import Family
     from boomerang.measure.perplexity import perplexity
     from boomerang.pipeline import stages

@@ -3,8 +3,7 @@ import multiprocessing as mp
 
 import torch
 
-from boomerang.device import peak_memory_mib
-from boomerang.measure.cost import measure
+from boomerang.measure.cost import measure, peak_memory_mib
 from tests.conftest import tiny_model
 
 MIB = 2**20

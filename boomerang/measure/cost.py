@@ -8,6 +8,8 @@ Each measurement runs in a process of its own, so that its peak memory is its ow
 from __future__ import annotations
 
 import multiprocessing as mp
+import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,13 +20,27 @@ from transformers import AutoModelForCausalLM
 
 from ..config import Precision
 from ..core.patch import export
-from ..device import autocast, default_device, peak_memory_mib
+from ..device import autocast, default_device
 from ..family import Family
 from ..progress import progress
 from .flops import forward_flops_per_token
 
 COST_COLUMNS = ["num_layers", "params", "params_inference", "forward_gflops_per_token", "prefill_tokens_per_s",
                 "decode_ms_per_token", "peak_memory_mib", "device"]
+
+
+def peak_memory_mib(device: torch.device | str) -> float:
+    """This process's peak memory so far: the GPU allocator's peak, or on a CPU the high-water mark of the
+    resident set of this process image. On Linux that is `VmHWM`, which starts afresh when a spawned process
+    starts: `ru_maxrss` carries the spawning parent's peak over, and would hide any smaller one."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except OSError:  # no procfs (macOS): ru_maxrss, in bytes there
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 @torch.no_grad()
