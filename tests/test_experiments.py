@@ -101,6 +101,11 @@ def test_claims_follow_the_roles_of_the_sweep_file(tmp_path, run_config):
     # a claim on a variant's own curve does not wait for the reference
     alone = paper_claims(sweep, {"preset": runs["preset"], "every-4th": curve(60, [70, 20])})
     assert alone.set_index("claim").filter(like="every 4th", axis=0).holds.item() is True
+    # an order the preset has and a variant never ran (made before the order existed) is not run for it
+    klpatch = curve(40, [25, 15], order="klpatch").query("method not in ['student', 'teacher']")
+    claims = paper_claims(sweep, {"preset": pd.concat([runs["preset"], klpatch]), "every-4th": curve(60, [70, 20])})
+    every_4th = claims[claims.claim.str.contains("every 4th")].set_index("scope").holds
+    assert every_4th.to_dict() == {"first_to_last": True, "klpatch": "not run"}
 
 
 def test_a_sweep_names_existing_runs_figures_and_roles(tmp_path, run_config):

@@ -49,9 +49,13 @@ def paper_claims(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd.
 
 
 def _variant_claims(sweep: Sweep, runs: dict[str, pd.DataFrame], order: str) -> list[Claim]:
-    """Figs. 2 (initialisation), 4, 5, 8 and 10: each variant, by its roles, against the reference's curve."""
-    base = interpolation_curve(runs[sweep.reference], order) if sweep.reference in runs else None
-    curves = {name: interpolation_curve(runs[name], order) for name in sweep.variants if name in runs}
+    """Figs. 2 (initialisation), 4, 5, 8 and 10: each variant, by its roles, against the reference's curve.
+    A run that did not interpolate along `order` (e.g. made before the order was in its config) counts as
+    not run for it."""
+    along = {name: interpolation_curve(run, order) for name, run in runs.items()
+             if ((run.method == "interpolated") & (run.order == order)).any()}
+    base = along.get(sweep.reference)
+    curves = {name: along[name] for name in sweep.variants if name in along}
 
     def claim(name: str, text: str, rule: str, test, needs_reference: bool = True) -> Claim:
         ready = name in curves and (base is not None or not needs_reference)
