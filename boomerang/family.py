@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+import torch
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .artefacts import INTERPOLANTS, student_source
 from .config import RunConfig, TeacherConfig
-from .core.arch import parameter_counts, ties_embeddings
+from .core.arch import adapter_for, decoder_layers, parameter_counts, ties_embeddings
 from .core.patch import FIXED_ORDERS, Interpolant, interpolants, patch
 from .core.prune import Layout, load_student, pruned_teacher
 from .sources.teacher import load_teacher
@@ -53,6 +56,26 @@ class Family:
     def model(self, blocks: Iterable[int]) -> PreTrainedModel:
         """The student with the listed blocks replaced by their teacher layers."""
         return patch(self.teacher, self.student, self.layout, blocks)
+
+    @cached_property
+    def inert_blocks(self) -> frozenset[int]:
+        """Blocks whose patching changes nothing the model computes with: one teacher layer that the student
+        holds unchanged (frozen at the teacher's, or the undistilled student), and for the first or last
+        block the embedding or the final norm and head unchanged too. Compared tensor by tensor."""
+        adapter, student, teacher = adapter_for(self.teacher), self.student, self.teacher
+        ends = {0: adapter.embed, self.layout.num_blocks - 1: (adapter.norm, adapter.head)}
+        inert = set()
+        for i, block in enumerate(self.layout.blocks):
+            pairs = [(decoder_layers(student)[i], decoder_layers(teacher)[block[0]])] if len(block) == 1 else []
+            pairs += [(student.get_submodule(p), teacher.get_submodule(p)) for p in ends.get(i, ())]
+            if len(block) == 1 and all(_same_tensors(a, b) for a, b in pairs):
+                inert.add(i)
+        return frozenset(inert)
+
+    def identity(self, blocks: Iterable[int]) -> frozenset[int]:
+        """The patched blocks that make a difference: two sets with one identity build the same function,
+        so anything measured on one holds for the other."""
+        return frozenset(blocks) - self.inert_blocks
 
     def interpolants(self, order: str) -> list[Interpolant]:
         """Every size along `order`, student (k = 0) to teacher (k = M)."""
@@ -98,3 +121,8 @@ def recorded_sequences(table: pd.DataFrame) -> dict[str, list[int]]:
         sets = [set(json.loads(b)) for b in rows.sort_values("k").patched_blocks]
         sequences[order] = [next(iter(after - before)) for before, after in zip(sets, sets[1:])]
     return sequences
+
+
+def _same_tensors(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k].to(sa[k].device)) for k in sa)

@@ -1,9 +1,7 @@
 """What a size costs is measured in a process of its own: its peak memory is its own, not its parent's."""
-import multiprocessing as mp
-
 import torch
 
-from boomerang.measure.cost import measure, peak_memory_mib
+from boomerang.measure.cost import fresh_processes, measure, peak_memory_mib
 from tests.conftest import tiny_model
 
 MIB = 2**20
@@ -16,9 +14,9 @@ def _allocate(mib: int, queue) -> None:
     del block
 
 
-def test_a_spawned_process_sees_its_own_peak_memory_under_a_bigger_parent():
+def test_a_fresh_process_sees_its_own_peak_memory_under_a_bigger_parent():
     parent = torch.ones(768 * MIB // 4)  # the parent's peak is far above the child's
-    ctx = mp.get_context("spawn")
+    ctx = fresh_processes()
     queue = ctx.Queue()
     child = ctx.Process(target=_allocate, args=(128, queue))
     child.start()

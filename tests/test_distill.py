@@ -4,10 +4,12 @@ import torch
 
 from boomerang import artefacts as A
 from boomerang.config import DistillConfig, load_config
-from boomerang.core.arch import decoder_layers
+from boomerang.core.arch import decoder_layers, hidden_states
 from boomerang.core.patch import patch
 from boomerang.core.prune import Layout, build_student, layout_from_rule, load_student
 from boomerang.distill.loss import Batch, Step, TailTerm, objective, total_loss
+from boomerang.device import autocast
+from boomerang.distill import train as train_module
 from boomerang.distill.train import patch_aware_model, train
 from boomerang.pipeline import stages
 from tests.conftest import VOCAB, tiny_model
@@ -173,3 +175,16 @@ def test_the_chunked_objective_equals_the_full_logits_one_with_its_gradients():
         assert chunked[term] == pytest.approx(full[term], rel=1e-5, abs=1e-7), term
     for name in full_grads:
         torch.testing.assert_close(chunked_grads[name], full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_teacher_matrices_cast_once_give_what_autocast_gives():
+    teacher = tiny_model("qwen3", 4)
+    x = torch.randint(0, VOCAB, (2, 9))
+    with torch.no_grad(), autocast("cpu", "bf16"):
+        before = hidden_states(teacher, x)
+    train_module._cast_teacher_matrices(teacher, "bf16")
+    assert decoder_layers(teacher)[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert teacher.model.norm.weight.dtype == teacher.lm_head.weight.dtype == torch.float32
+    with torch.no_grad(), autocast("cpu", "bf16"):
+        after = hidden_states(teacher, x)
+    assert all(torch.equal(a, b) for a, b in zip(before, after))

@@ -8,7 +8,7 @@ from boomerang.core.arch import parameter_counts
 from boomerang.core.patch import patch
 from boomerang.core.prune import Layout, build_student
 from boomerang.family import Family
-from boomerang.measure.perplexity import boomerang_checks, perplexity, run_models
+from boomerang.measure.perplexity import boomerang_checks, measured_once, perplexity, run_models
 from tests.conftest import VOCAB, tiny_model
 
 
@@ -74,7 +74,7 @@ def test_run_models_strides_over_sizes_strictly_between_student_and_teacher():
     family = Family(teacher, student, layout, tokenizer=None)
 
     def sizes(method, **kwargs):
-        labels = [l for _, l in run_models(family, ["first_to_last"], family, **kwargs)]
+        labels = [l for _, _, l in run_models(family, ["first_to_last"], family, **kwargs)]
         return [l["num_layers"] for l in labels if l["method"] == method]
 
     assert sizes("interpolated") == [5, 6, 7, 8]  # k = 1..4: patching block [0] keeps the student's size
@@ -89,5 +89,32 @@ def test_run_models_strides_over_sizes_strictly_between_student_and_teacher():
         assert torch.equal(patch(teacher, student, layout, {0})(x).logits, student(x).logits)
     assert sizes("naive_pruned", naive_stride=2) == [5, 6]
     # the authors' k: first -> last their count patches block [0] along with the first multi-layer block
-    specs = [l for _, l in run_models(family, ["first_to_last"]) if l["method"] == "interpolated"]
+    specs = [l for _, _, l in run_models(family, ["first_to_last"]) if l["method"] == "interpolated"]
     assert [(l["k"], l["authors_k"]) for l in specs] == [(1, 0), (2, 1), (3, 2), (4, None)]
+
+
+def test_a_patch_that_changes_no_tensor_has_the_identity_of_the_model_without_it_and_is_measured_once():
+    teacher, layout = tiny_model("llama", 8), Layout((0, 1, 3, 5, 7), 8)
+    student = build_student(teacher, layout).eval()  # blocks [0] and [7] are copies of teacher layers 0 and 7
+    family = Family(teacher, student, layout, tokenizer=None)
+    assert family.inert_blocks == {0, 4}
+    x = torch.randint(0, VOCAB, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(family.model({0, 2, 4})(x).logits, family.model({2})(x).logits)
+    with torch.no_grad():  # a trained last layer, or a trained embedding, makes its block count
+        student.model.layers[4].mlp.up_proj.weight.add_(0.01)
+        student.model.embed_tokens.weight.add_(0.01)
+    family = Family(teacher, student, layout, tokenizer=None)
+    assert family.inert_blocks == set() and family.identity({0, 2, 4}) == {0, 2, 4}
+
+    family = Family(teacher, build_student(teacher, layout).eval(), layout, tokenizer=None)
+    blocks = torch.randint(0, VOCAB, (3, 12))
+    calls = []
+    def counted(model):
+        calls.append(model)
+        return perplexity(model, blocks, 2, "no")
+    models = list(run_models(family, ["first_to_last", "last_to_first"], family.undistilled()))
+    rows = list(measured_once(models, counted))
+    assert len(rows) == len(models) and len(calls) == len({key for key, _, _ in models}) < len(models)
+    for model, labels, result in rows:  # every label gets what measuring its own model gives
+        assert result == perplexity(model, blocks, 2, "no"), labels["model"]

@@ -4,8 +4,6 @@ Everything else in the package is family-agnostic and addresses modules through 
 """
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
@@ -81,21 +79,12 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return model.get_submodule(adapter_for(model).layers)
 
 
-def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, ...]:
-    """Every hidden state (embedding output ... final post-norm state) without the LM head, whose
-    (tokens x vocabulary) product is most of a small model's cost, where the family's forward can skip it."""
-    skip = {"logits_to_keep": torch.empty(0, dtype=torch.long, device=input_ids.device)} if _skips_logits(model) else {}
-    return model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **skip).hidden_states
-
-
-@functools.cache
-def _forward_takes(cls: type, name: str) -> bool:
-    return name in inspect.signature(cls.forward).parameters
-
-
-def _skips_logits(model: nn.Module) -> bool:
-    return _forward_takes(type(model), "logits_to_keep")
+def hidden_states(model: nn.Module, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                  inputs_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """Every hidden state (embedding output ... final post-norm state), from the model without its LM head:
+    even on no token, the head's weights are cast to the autocast dtype on every call."""
+    return model.base_model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                            output_hidden_states=True).hidden_states
 
 
 def layer_output(output) -> torch.Tensor:

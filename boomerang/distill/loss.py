@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import DistillConfig
-from ..core.arch import adapter_for, assemble
+from ..core.arch import adapter_for, assemble, hidden_states
 from ..core.prune import Layout
 from ..device import autocast
 from .logits import logit_distillation_loss, reference_logit_distillation_loss
@@ -130,10 +130,7 @@ class TailTerm:
 
     def final_states(self, entering: Tensor, mask: Tensor) -> Tensor:
         """The tail's final (post-norm) states, fed the state entering its first block."""
-        no_logits = torch.empty(0, dtype=torch.long, device=mask.device)
-        out = self.model(inputs_embeds=entering, attention_mask=mask, output_hidden_states=True,
-                         logits_to_keep=no_logits)
-        return out.hidden_states[-1]
+        return hidden_states(self.model, attention_mask=mask, inputs_embeds=entering)[-1]
 
     def __call__(self, step: Step) -> tuple[Tensor, dict[str, float]]:
         positions = self.positions(step.batch.mask.shape[1], step.batch.mask.device)

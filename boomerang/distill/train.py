@@ -32,10 +32,10 @@ from transformers import AutoModelForCausalLM, get_cosine_with_min_lr_schedule_w
 
 from ..artefacts import CHECKPOINTS, DISTILL_LOG, STUDENT, STUDENT_INIT
 from ..config import ConfigError, DistillConfig, RunConfig, load_config, parse_overrides
-from ..core.arch import adapter_for, decoder_layers
+from ..core.arch import adapter_for, decoder_layers, hidden_states
 from ..core.patch import patch
 from ..core.prune import Layout, read_layout, save_student
-from ..device import autocast, default_device
+from ..device import AUTOCAST_DTYPES, autocast, default_device
 from ..io import write_csv
 from ..progress import progress
 from ..provenance import code_digests
@@ -60,10 +60,8 @@ class Distilled(nn.Module):
         self.terms, self.alignment, self.precision, self.reads = terms, alignment, precision, reads
 
     def forward(self, batch: Batch, teacher_hidden: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict]:
-        no_logits = torch.empty(0, dtype=torch.long, device=batch.input_ids.device)  # the terms apply the heads
-        with autocast(batch.input_ids.device, self.precision):
-            hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.mask, output_hidden_states=True,
-                                logits_to_keep=no_logits).hidden_states
+        with autocast(batch.input_ids.device, self.precision):  # the terms apply the heads
+            hidden = hidden_states(self.model, batch.input_ids, batch.mask)
         if self.reads is not None:
             hidden = tuple(hidden[b] for b in self.reads)
         head = self.model.get_submodule(adapter_for(self.model).head)
@@ -85,6 +83,18 @@ def patch_aware_model(teacher, student, layout: Layout, probability: float, seed
     for i, block in enumerate(layout.blocks):
         boundaries.append(boundaries[-1] + (len(block) if i in chosen else 1))
     return patch(teacher, student, layout, chosen).train(student.training), boundaries
+
+
+def _cast_teacher_matrices(teacher: nn.Module, precision: str) -> None:
+    """The frozen teacher's decoder matrices in the autocast dtype once, rather than at every product of every
+    step (autocast caches casts only of weights that need gradients). Training runs the teacher's layers only
+    under autocast, which would cast them to exactly this; embeddings, norms and the head stay as they are."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    if dtype is None:
+        return
+    for module in decoder_layers(teacher).modules():
+        if isinstance(module, nn.Linear):
+            module.to(dtype)
 
 
 def _optimizer(model: nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
@@ -174,6 +184,7 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=print) -> pd.DataFr
     torch.manual_seed(cfg.seed)
 
     teacher, tokenizer = load_teacher(cfg.teacher, device)
+    _cast_teacher_matrices(teacher, d.mixed_precision)
     student = AutoModelForCausalLM.from_pretrained(str(STUDENT_INIT.path(cfg)), dtype=torch.float32).to(device)
     layout = read_layout(STUDENT_INIT.path(cfg))
     student.train()
@@ -206,8 +217,7 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=print) -> pd.DataFr
             input_ids = next(batches).to(device)
             batch = Batch(input_ids, torch.ones_like(input_ids))
             with torch.no_grad(), autocast(device, d.mixed_precision):
-                teacher_hidden = teacher(input_ids=input_ids, attention_mask=batch.mask, output_hidden_states=True,
-                                         logits_to_keep=torch.empty(0, dtype=torch.long, device=device)).hidden_states
+                teacher_hidden = hidden_states(teacher, input_ids, batch.mask)
             trained, reads = model, None
             if d.patch_prob:
                 interpolant, reads = patch_aware_model(teacher, student, layout, d.patch_prob, cfg.seed,

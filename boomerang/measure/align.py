@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..core.arch import hidden_states
 from ..family import Family
 from ..progress import progress
+from .blockwise import Blockwise
 from .checks import Claim, claims_frame
 
 
@@ -220,11 +221,14 @@ def alignment_table(family: Family, students: dict[str, nn.Module], blocks: Tens
         rows += [{"model": name, "kind": "cosine", "student_state": i, "teacher_state": t, "value": c}
                  for i, (t, c) in enumerate(zip(layout.alignment, cosines))]
     reference = final_states(teacher, blocks, batch_size)
-    for order in orders:
-        for spec in progress(family.interpolants(order), desc=f"final-state cosine ({order})", leave=False):
-            rows.append({"model": f"interp_{order}_k{spec.k}", "kind": "final_cosine", "order": order,
-                         "k": spec.k, "num_layers": spec.num_layers,
-                         "value": final_state_cosine(family.model(spec.blocks), reference, blocks, batch_size)})
+    sizes = [(order, spec) for order in orders for spec in family.interpolants(order)]
+    runner = Blockwise(family, "no")
+    sums = runner.reduce([spec.blocks for _, spec in sizes], list(blocks.split(batch_size)), desc="final-state cosine",
+                         fn=lambda key, final, i: F.cosine_similarity(final.float(), reference[i].to(final.device),
+                                                                      dim=-1).sum().item())
+    for order, spec in sizes:
+        rows.append({"model": f"interp_{order}_k{spec.k}", "kind": "final_cosine", "order": order, "k": spec.k,
+                     "num_layers": spec.num_layers, "value": sum(sums[family.identity(spec.blocks)]) / blocks.numel()})
     return pd.DataFrame(rows, columns=ALIGNMENT_COLUMNS)
 
 

@@ -70,9 +70,20 @@ def _measure(path: str, prompt_tokens: int, new_tokens: int, precision: Precisio
                "peak_memory_mib": peak_memory_mib(device) - baseline, "device": str(device)})
 
 
+def fresh_processes():
+    """Processes that start afresh but skip importing torch each time: forked from a server process that
+    imported this module once, where the platform has one (spawned otherwise). A forked process starts its
+    peak resident memory at its size when forked, so `peak_memory_mib` above that baseline is its own."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 def measure(path: str | Path, prompt_tokens: int, new_tokens: int, precision: Precision) -> dict:
     """The cost of one exported model, measured in a process of its own."""
-    ctx = mp.get_context("spawn")
+    ctx = fresh_processes()
     queue = ctx.Queue()
     proc = ctx.Process(target=_measure, args=(str(path), prompt_tokens, new_tokens, precision, queue))
     proc.start()

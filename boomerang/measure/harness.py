@@ -24,7 +24,7 @@ from ..family import Family
 from ..io import cache_dir, write_json
 from ..sources.text import heldout_texts
 from .checks import Claim, claims_frame
-from .perplexity import METRIC_COLUMNS, run_models
+from .perplexity import METRIC_COLUMNS, measured_once, run_models
 from .tasks import build_tasks
 
 # The score drawn for each task, and how tasks are averaged into the paper's panels.
@@ -159,8 +159,7 @@ def lm_eval_table(cfg: RunConfig, family: Family, samples_dir: str | Path | None
     rows = []
     models = run_models(family, e.orders or cfg.interpolate.orders, family.undistilled(), e.size_stride,
                         e.naive_stride, distinct_sizes=True)
-    for model, labels in models:
-        scored, output = suite.score(model, family.tokenizer)
+    for model, labels, (scored, output) in measured_once(models, lambda m: suite.score(m, family.tokenizer)):
         base = {**labels, **family.counts(model), "batch_size": e.batch_size}
         rows += [{**base, **r} for r in scored]
         if samples_dir is not None:

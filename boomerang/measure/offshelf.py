@@ -20,7 +20,7 @@ from ..core.prune import Layout
 from ..device import default_device
 from ..family import Family
 from ..sources.text import heldout_blocks
-from .perplexity import METRIC_COLUMNS, perplexity, run_models
+from .perplexity import METRIC_COLUMNS, measured_once, perplexity, run_models
 
 DISTIL_LAYERS = tuple(OffshelfConfig().layers)  # (0, 2, 4, 7, 9, 11): DistilBERT's and DistilGPT2's
 # DistilBERT parameter name -> BERT parameter name (per layer, then embeddings and MLM head)
@@ -127,11 +127,12 @@ def pair_metrics(name: str, family: Family, masked: bool, blocks: Tensor, cfg: O
     metric = "pseudo_perplexity" if masked else "perplexity"
     frame = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id} - {None}  # not scored
     rows = []
-    for model, labels in run_models(family, cfg.orders, family.undistilled()):
+    def measure(model: nn.Module) -> dict[str, float]:
         if masked:
-            result = pseudo_perplexity(model, blocks, tokenizer.mask_token_id, frame, cfg.batch_size)
-        else:
-            result = perplexity(model, blocks, cfg.batch_size, mixed_precision="no")
+            return pseudo_perplexity(model, blocks, tokenizer.mask_token_id, frame, cfg.batch_size)
+        return perplexity(model, blocks, cfg.batch_size, mixed_precision="no")
+
+    for model, labels, result in measured_once(run_models(family, cfg.orders, family.undistilled()), measure):
         rows.append({**labels, **family.counts(model), "task": name, "metric": metric,
                      "value": result[metric], "stderr": result[metric] * result["nll_stderr"],
                      "batch_size": cfg.batch_size})

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import TypeVar
 
 import pandas as pd
 import torch
@@ -13,9 +14,10 @@ from torch import nn
 from ..config import Precision
 from ..core.arch import adapter_for, hidden_states
 from ..core.patch import FIXED_ORDERS
-from ..device import autocast
+from ..device import AUTOCAST_DTYPES, autocast
 from ..family import Family
 from ..progress import progress
+from .blockwise import Blockwise
 from .checks import Claim, claims_frame
 
 METRIC_COLUMNS = ["model", "method", "order", "k", "authors_k", "num_layers", "params", "params_inference",
@@ -24,35 +26,48 @@ BETWEEN_TOLERANCE = 0.02  # an intermediate size may sit 2 % outside the student
 NAIVE_FACTOR = 10.0  # naive pruning must be 10x worse at the middle sizes
 MONOTONE_RHO = -0.9  # Spearman rho of perplexity against size
 HEAD_CHUNK = 512  # tokens whose logits exist at once
+T = TypeVar("T")
 
 
 @torch.no_grad()
 def perplexity(model: nn.Module, blocks: torch.Tensor, batch_size: int = 8,
                mixed_precision: Precision = "bf16") -> dict[str, float]:
     """Token-level perplexity of packed blocks (every token real), with the standard error of the mean NLL
-    over blocks. The LM head runs on `HEAD_CHUNK` tokens at a time: the (tokens x vocabulary) logits of a
-    whole batch are gigabytes in fp32."""
+    over blocks."""
     device = next(model.parameters()).device
     head = model.get_submodule(adapter_for(model).head)
     nll = []
     for batch in blocks.split(batch_size):
         batch = batch.to(device)
         with autocast(device, mixed_precision):
-            final = hidden_states(model, batch)[-1][:, :-1].flatten(0, 1)
-        losses = []
-        for states, targets in zip(final.split(HEAD_CHUNK), batch[:, 1:].flatten().split(HEAD_CHUNK)):
-            with autocast(device, mixed_precision):
-                logits = head(states)
-            losses.append(F.cross_entropy(logits.float(), targets, reduction="none"))
-        nll.append(torch.cat(losses).view(len(batch), -1).mean(1))  # one value per block
-    per_block = torch.cat(nll)
+            final = hidden_states(model, batch)[-1]
+        nll.append(block_nll(final, batch, head, mixed_precision))
+    return nll_summary(torch.cat(nll))
+
+
+@torch.no_grad()
+def block_nll(final: torch.Tensor, batch: torch.Tensor, head: nn.Module, mixed_precision: Precision) -> torch.Tensor:
+    """The mean next-token NLL of each block of `batch`, from the model's final post-norm states. The LM head
+    runs on `HEAD_CHUNK` tokens at a time: the (tokens x vocabulary) logits of a batch are gigabytes in fp32."""
+    dtype = AUTOCAST_DTYPES.get(mixed_precision)
+    weight, bias = ((None if t is None else t.to(dtype or t.dtype)) for t in (head.weight, head.bias))  # cast once
+    losses = []
+    final, targets = final[:, :-1].flatten(0, 1), batch[:, 1:].flatten()
+    for states, chunk_targets in zip(final.split(HEAD_CHUNK), targets.split(HEAD_CHUNK)):
+        logits = F.linear(states.to(dtype or states.dtype), weight, bias)  # what autocast would compute
+        losses.append(F.cross_entropy(logits.float(), chunk_targets, reduction="none"))
+    return torch.cat(losses).view(len(batch), -1).mean(1)
+
+
+def nll_summary(per_block: torch.Tensor) -> dict[str, float]:
+    """Mean NLL, its standard error over blocks, and the perplexity."""
     mean = per_block.mean().item()
     stderr = (per_block.std().item() / math.sqrt(len(per_block))) if len(per_block) > 1 else float("nan")
     return {"nll": mean, "nll_stderr": stderr, "perplexity": math.exp(mean)}
 
 
 def run_models(family: Family, orders: list[str], naive: Family | None = None, size_stride: int = 1,
-               naive_stride: int = 1, distinct_sizes: bool = False) -> Iterator[tuple[nn.Module, dict]]:
+               naive_stride: int = 1, distinct_sizes: bool = False) -> Iterator[tuple[tuple, nn.Module, dict]]:
     """Every model a run evaluates, with its row labels: teacher, student, each `size_stride`-th
     intermediate size along each order, and, given the `naive` (undistilled) family, naive pruning at each
     `naive_stride`-th size (0 = none). Teacher and student rows carry `order = "none"`.
@@ -61,15 +76,20 @@ def run_models(family: Family, orders: list[str], naive: Family | None = None, s
     between the student's and the teacher's are: patching a one-layer block keeps the size, and when that
     layer was frozen at the teacher's the model is the student or the teacher again. Naive pruning always
     strides over the distinct sizes, since in the undistilled student a one-layer block is an exact copy of
-    its teacher layer. Models are built lazily and share the family's tensors."""
+    its teacher layer. Models are built lazily and share the family's tensors; each comes with a key that two
+    models computing the same function share (`Family.identity`), so a measurement is made once per key
+    (`measured_once`)."""
     layout = family.layout
     m, n = layout.num_blocks, layout.num_teacher_layers
     naive = naive if naive_stride > 0 else None
     ends = {"order": "none", "authors_k": None}
-    yield family.teacher, {"model": "teacher", "method": "teacher", **ends, "k": m, "num_layers": n}
-    yield family.student, {"model": "student", "method": "student", **ends, "k": 0, "num_layers": m}
+    yield ("distilled", family.identity(range(m))), family.teacher, {"model": "teacher", "method": "teacher", **ends,
+                                                                     "k": m, "num_layers": n}
+    yield ("distilled", frozenset()), family.student, {"model": "student", "method": "student", **ends, "k": 0,
+                                                       "num_layers": m}
     if naive:
-        yield naive.student, {"model": "naive_pruned_k0", "method": "naive_pruned", **ends, "k": 0, "num_layers": m}
+        yield ("naive", frozenset()), naive.student, {"model": "naive_pruned_k0", "method": "naive_pruned", **ends,
+                                                      "k": 0, "num_layers": m}
     for order in orders:
         sizes = family.interpolants(order)[1:-1]
         distinct = [s for s in sizes if m < s.num_layers < n]
@@ -77,25 +97,57 @@ def run_models(family: Family, orders: list[str], naive: Family | None = None, s
         for i, spec in enumerate(progress(distinct if distinct_sizes else sizes, desc=f"sizes ({order})")):
             labels = {"order": order, "k": spec.k, "authors_k": spec.authors_k, "num_layers": spec.num_layers}
             if i % size_stride == 0:
-                yield family.model(spec.blocks), {"model": f"interp_{order}_k{spec.k}", "method": "interpolated",
-                                                  **labels}
+                yield (("distilled", family.identity(spec.blocks)), family.model(spec.blocks),
+                       {"model": f"interp_{order}_k{spec.k}", "method": "interpolated", **labels})
             if spec in naive_sizes:
-                yield naive.model(spec.blocks), {"model": f"naive_{order}_k{spec.k}", "method": "naive_pruned",
-                                                 **labels}
+                yield (("naive", naive.identity(spec.blocks)), naive.model(spec.blocks),
+                       {"model": f"naive_{order}_k{spec.k}", "method": "naive_pruned", **labels})
+
+
+def measured_once(models: Iterable[tuple[Hashable, nn.Module, dict]], measure: Callable[[nn.Module], T]
+                  ) -> Iterator[tuple[nn.Module, dict, T]]:
+    """`measure(model)` for each of `models` (key, model, labels), made once per key: the same function
+    built along two orders, or a patch that changes nothing, is measured once and reported under each label."""
+    done: dict[Hashable, T] = {}
+    for key, model, labels in models:
+        if key not in done:
+            done[key] = measure(model)
+        yield model, labels, done[key]
 
 
 def heldout_table(family: Family, blocks: torch.Tensor, orders: list[str], batch_size: int,
                   mixed_precision: Precision, naive_stride: int) -> pd.DataFrame:
     """Held-out perplexity (and NLL) of every model of `run_models`, naive pruning at every
     `naive_stride`-th size."""
+    families = {"distilled": family, "naive": family.undistilled()}
+    models = list(run_models(family, orders, families["naive"], naive_stride=naive_stride))
+    batches = list(blocks.split(batch_size))
+    results = {}
+    for tag, member in families.items():
+        runner = Blockwise(member, mixed_precision)
+        nll = runner.reduce([k for (t, k), _, _ in models if t == tag], batches, desc=f"held-out perplexity ({tag})",
+                            fn=lambda key, final, i: block_nll(final, batches[i].to(final.device), runner.head(key),
+                                                                 mixed_precision))
+        results |= {(tag, key): nll_summary(torch.cat(per_batch)) for key, per_batch in nll.items()}
     rows: list[dict] = []
-    for model, labels in run_models(family, orders, family.undistilled(), naive_stride=naive_stride):
-        result = perplexity(model, blocks, batch_size, mixed_precision)
+    for key, model, labels in models:
+        result = results[key]
         base = {**labels, **family.counts(model), "task": "heldout", "batch_size": batch_size}
         rows.append({**base, "metric": "perplexity", "value": result["perplexity"],
                      "stderr": result["perplexity"] * result["nll_stderr"]})
         rows.append({**base, "metric": "nll", "value": result["nll"], "stderr": result["nll_stderr"]})
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def measured_perplexities(family: Family, metrics: pd.DataFrame, orders: list[str]) -> dict[frozenset[int], float]:
+    """The held-out perplexities of `heldout_table`'s distilled models, by `Family.identity`."""
+    ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")].set_index("model").value
+    known = {family.identity(()): ppl["student"], family.identity(range(family.layout.num_blocks)): ppl["teacher"]}
+    for order in orders:
+        for spec in family.interpolants(order):
+            if f"interp_{order}_k{spec.k}" in ppl:
+                known[family.identity(spec.blocks)] = ppl[f"interp_{order}_k{spec.k}"]
+    return known
 
 
 def interpolation_table(family: Family, orders: list[str]) -> pd.DataFrame:

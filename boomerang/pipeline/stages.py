@@ -28,7 +28,8 @@ from ..measure.flops import flops_table
 from ..measure.harness import harness_checks, lm_eval_table, panel_scores
 from ..measure.offshelf import eval_blocks, load_pair, pair_metrics
 from ..measure.cost import cost_table
-from ..measure.perplexity import boomerang_checks, heldout_table, interpolation_table, order_comparison
+from ..measure.perplexity import (boomerang_checks, heldout_table, interpolation_table, measured_perplexities,
+                                  order_comparison)
 from ..measure.search import Calibration, klpatch_order, optimum_table
 from ..sources.teacher import load_teacher
 from ..sources.text import heldout_blocks, train_batches
@@ -211,7 +212,7 @@ def sizes(cfg: RunConfig) -> dict[str, pd.DataFrame | None]:
         e = cfg.evaluate
         optimum = optimum_table(family, _calibration(cfg, family), cfg.interpolate.orders, cfg.sizes.exhaustive_blocks,
                                 heldout_blocks(cfg.data, family.tokenizer, e.eval_tokens), e.batch_size,
-                                e.mixed_precision)
+                                e.mixed_precision, measured_perplexities(family, metrics, cfg.interpolate.orders))
         write_csv(A.OPTIMUM.path(cfg), optimum)
     else:
         A.OPTIMUM.path(cfg).unlink(missing_ok=True)
