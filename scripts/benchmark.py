@@ -1,6 +1,7 @@
 """Distillation steps and the sweep over every size: tokens/s, peak memory and model FLOPs utilisation, the
-current step beside the plain full-logits reference step of the same loss (`distill.chunk_tokens: 0`),
-measured in one run, each in its own process so that its peak memory is its own.
+current step beside the plain full-logits reference step of the same loss (`distill.chunk_tokens: 0`), and
+the held-out perplexity of every size along both fixed orders block by block (as the pipeline runs it)
+beside each model run whole; measured in one run, each in its own process so that its peak memory is its own.
 
 Cases: the config's teacher (the CPU default: SmolLM2-135M), and any stand-in of `stand_in_teacher.py`
 (same shapes as a real teacher, random weights: shapes set speed and memory), e.g. `qwen3-vocab`, a small
@@ -54,28 +55,32 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
                "MFU %": 100 * flops_per_token * rate / peak_flops(device)})
 
 
-def bench_sweep(config: str, overrides: dict, eval_tokens: int, queue) -> None:
+def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, queue) -> None:
     from boomerang.config import load_config
-    from boomerang.core.patch import unique_tensor_bytes
+    from boomerang.core.patch import FIXED_ORDERS, unique_tensor_bytes
+    from boomerang.measure.blockwise import Blockwise
     from boomerang.measure.cost import peak_memory_mib
     from boomerang.family import Family
-    from boomerang.measure.perplexity import perplexity
+    from boomerang.measure.perplexity import block_nll, perplexity
     from boomerang.pipeline import stages
     from boomerang.sources.text import heldout_blocks
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config, {**overrides, "name": "benchmark", "output_root": tmp})
+        e = cfg.evaluate
         stages.prune(cfg)
         family = Family.load(cfg.teacher, Path(tmp) / "runs" / "benchmark" / "student_init")  # its shapes
         blocks = heldout_blocks(cfg.data, family.tokenizer, eval_tokens)
-        start, n = time.perf_counter(), 0
-        for order in cfg.interpolate.orders:
-            if order == "klpatch":  # chosen on data: its sizes cost what the fixed orders' do
-                continue
-            for _, model in family.sweep(order):
-                perplexity(model, blocks, cfg.evaluate.batch_size, cfg.evaluate.mixed_precision)
-                n += 1
-        queue.put({"models": n, "tokens per model": blocks.numel(), "seconds": time.perf_counter() - start,
+        sets = [spec.blocks for order in FIXED_ORDERS for spec in family.interpolants(order)]
+        start = time.perf_counter()
+        if by_block:  # what the pipeline does: each distinct function once, common first blocks shared
+            runner, batches = Blockwise(family, e.mixed_precision), list(blocks.split(e.batch_size))
+            runner.reduce(sets, batches, lambda key, final, i: block_nll(final, batches[i], runner.head(key),
+                                                                         e.mixed_precision))
+        else:  # the plain way: every size of every order run whole
+            for blocks_patched in sets:
+                perplexity(family.model(blocks_patched), blocks, e.batch_size, e.mixed_precision)
+        queue.put({"models": len(sets), "tokens per model": blocks.numel(), "seconds": time.perf_counter() - start,
                    "teacher+student MiB": unique_tensor_bytes([family.teacher, family.student]) / 2**20,
                    "peak MiB": peak_memory_mib(family.teacher.device)})
 
@@ -128,8 +133,10 @@ def main() -> None:
                                     args.steps)
                     rows.append({"case": case, "measure": label, **measured})
             if "sweep" in (args.only or ("distill", "sweep")):
-                rows.append({"case": case, "measure": "sweep over every size",
-                             **_run(bench_sweep, args.config, case_overrides, args.eval_tokens)})
+                for label, by_block in (("perplexity of every size, block by block", True),
+                                        ("perplexity of every size, each run whole", False)):
+                    rows.append({"case": case, "measure": label,
+                                 **_run(bench_sweep, args.config, case_overrides, args.eval_tokens, by_block)})
     import pandas as pd
 
     print(pd.DataFrame(rows).round(1).to_string(index=False))

@@ -58,7 +58,7 @@ def test_the_exhaustive_search_agrees_with_brute_force():
     expected = {frozenset(s): whole_model_kl(calib, family.model(s)) for n in (1, 2)
                 for s in itertools.combinations(multi, n)}
     assert found.keys() == expected.keys()  # frozen one-layer blocks are not tried both ways
-    assert found == pytest.approx(expected, rel=1e-5, abs=1e-7)  # what each whole model gives
+    assert found == expected  # block by block computes exactly what each whole model does
 
     with torch.no_grad():  # a trained one-layer block is tried both ways
         for p in decoder_layers(student)[4].parameters():
