@@ -1,6 +1,7 @@
 """Distillation steps and the sweep over every size: tokens/s, peak memory and model FLOPs utilisation, the
 current step beside the plain full-logits reference step of the same loss (`distill.chunk_tokens: 0`), and
-the held-out perplexity of every size along both fixed orders block by block (as the pipeline runs it)
+the same step with glibc's allocator defaults beside the package's (freed memory kept: `boomerang.allocator`),
+and the held-out perplexity of every size along both fixed orders block by block (as the pipeline runs it)
 beside each model run whole; measured in one run, each in its own process so that its peak memory is its own.
 
 Cases: the config's teacher (the CPU default: SmolLM2-135M), and any stand-in of `stand_in_teacher.py`
@@ -18,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 STAND_IN = Path(__file__).with_name("stand_in_teacher.py")
+MEASURES = ("distill", "allocator", "sweep")
 
 
 def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
@@ -47,12 +51,14 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
         flops_per_token = distillation_flops(teacher, layout.num_blocks, layout.num_teacher_layers, 1, cfg.data.seq_len)
         device = teacher.device
         del teacher
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         log = train(cfg, log=lambda *_: None)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     per_step = int(log.tokens.iloc[0])
     seconds = (log.tokens / log.tokens_per_s).diff().iloc[1:]  # the first step warms up
     rate = per_step / seconds.mean()
     queue.put({"device": str(device), "tokens/step": per_step, "tokens/s": rate, "peak MiB": peak_memory_mib(device),
-               "MFU %": 100 * flops_per_token * rate / peak_flops(device)})
+               "MFU %": 100 * flops_per_token * rate / peak_flops(device), "page faults/step": faults / steps})
 
 
 def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, queue) -> None:
@@ -85,11 +91,18 @@ def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, 
                    "peak MiB": peak_memory_mib(family.teacher.device)})
 
 
-def _run(target, *args) -> dict:
+def _run(target, *args, env: dict | None = None) -> dict:
+    """`target` in a fresh process (with `env` on top of this environment): what it puts in the queue."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        proc.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     proc.join()
     if proc.exitcode != 0:
         raise SystemExit(f"{target.__name__} failed (exit code {proc.exitcode}); its traceback is above")
@@ -111,7 +124,7 @@ def main() -> None:
                         help="`teacher` (the config's) and stand-in shapes of stand_in_teacher.py")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--eval-tokens", type=int, default=1024)
-    parser.add_argument("--only", nargs="+", choices=("distill", "sweep"), help="run these measurements only")
+    parser.add_argument("--only", nargs="+", choices=MEASURES, help="run these measurements only")
     args = parser.parse_args()
     overrides = json.loads(args.override)
     from boomerang.config import load_config
@@ -125,14 +138,20 @@ def main() -> None:
             if case != "teacher":
                 path = stand_in(case, teacher_path(teacher), teacher.dtype, Path(tmp))
                 case_overrides |= {"teacher.source": "hub", "teacher.name": path}
-            if "distill" in (args.only or ("distill", "sweep")):
+            only = args.only or MEASURES
+            if "distill" in only:
                 chunk = load_config(args.config, case_overrides).distill.chunk_tokens or 512
                 for label, chunk_tokens in ((f"step, logits {chunk} tokens at a time", chunk),
                                             ("step, full logits (reference)", 0)):
                     measured = _run(bench_distill, args.config, {**case_overrides, "distill.chunk_tokens": chunk_tokens},
                                     args.steps)
                     rows.append({"case": case, "measure": label, **measured})
-            if "sweep" in (args.only or ("distill", "sweep")):
+            if "allocator" in only:  # the same step with freed memory kept (boomerang.allocator), and without
+                for label, env in (("step, freed memory kept (the package's setting)", {}),
+                                   ("step, glibc's allocator defaults (GLIBC_TUNABLES='')", {"GLIBC_TUNABLES": ""})):
+                    rows.append({"case": case, "measure": label,
+                                 **_run(bench_distill, args.config, case_overrides, args.steps, env=env)})
+            if "sweep" in only:
                 for label, by_block in (("perplexity of every size, block by block", True),
                                         ("perplexity of every size, each run whole", False)):
                     rows.append({"case": case, "measure": label,
