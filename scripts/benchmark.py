@@ -51,7 +51,7 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
         flops_per_token = distillation_flops(teacher, layout.num_blocks, layout.num_teacher_layers, 1, cfg.data.seq_len)
         device = teacher.device
         del teacher
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt  # over the run: loading included
         log = train(cfg, log=lambda *_: None)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     per_step = int(log.tokens.iloc[0])
