@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 STAND_IN = Path(__file__).with_name("stand_in_teacher.py")
 MEASURES = ("distill", "allocator", "sweep")
@@ -64,10 +65,9 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
 def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, queue) -> None:
     from boomerang.config import load_config
     from boomerang.core.patch import FIXED_ORDERS, unique_tensor_bytes
-    from boomerang.measure.blockwise import Blockwise
     from boomerang.measure.cost import peak_memory_mib
     from boomerang.family import Family
-    from boomerang.measure.perplexity import block_nll, perplexity
+    from boomerang.measure.perplexity import blockwise_nll, perplexity
     from boomerang.pipeline import stages
     from boomerang.sources.text import heldout_blocks
 
@@ -80,9 +80,7 @@ def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, 
         sets = [spec.blocks for order in FIXED_ORDERS for spec in family.interpolants(order)]
         start = time.perf_counter()
         if by_block:  # what the pipeline does: each distinct function once, common first blocks shared
-            runner, batches = Blockwise(family, e.mixed_precision), list(blocks.split(e.batch_size))
-            runner.reduce(sets, batches, lambda key, final, i: block_nll(final, batches[i], runner.head(key),
-                                                                         e.mixed_precision))
+            blockwise_nll(family, sets, blocks, e.batch_size, e.mixed_precision)
         else:  # the plain way: every size of every order run whole
             for blocks_patched in sets:
                 perplexity(family.model(blocks_patched), blocks, e.batch_size, e.mixed_precision)
@@ -96,13 +94,8 @@ def _run(target, *args, env: dict | None = None) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
-    saved = dict(os.environ)
-    os.environ.update(env or {})
-    try:
+    with mock.patch.dict(os.environ, env or {}):  # a spawned process starts with this environment
         proc.start()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     proc.join()
     if proc.exitcode != 0:
         raise SystemExit(f"{target.__name__} failed (exit code {proc.exitcode}); its traceback is above")

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 
 STEPS, PAGES = 10, 2**26 // 4096  # each step makes and frees three 64 MiB temporaries
 STEPS_FAULTS = """
-import resource, torch, boomerang
+import resource, sys, torch, boomerang
 
 def step():
     a = torch.ones(2**24)
@@ -22,7 +22,7 @@ def step():
 for _ in range(5):  # the heap grows to what a step needs
     step()
 start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(STEPS):
+for _ in range(int(sys.argv[1])):
     step()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
 """
@@ -31,7 +31,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
 def page_faults(**env) -> int:
     """Minor page faults of STEPS steps in a fresh interpreter that imports the package."""
     environ = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"} | env
-    out = subprocess.run([sys.executable, "-c", STEPS_FAULTS.replace("STEPS", str(STEPS))], env=environ,
+    out = subprocess.run([sys.executable, "-c", STEPS_FAULTS, str(STEPS)], env=environ,
                          capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1])
 

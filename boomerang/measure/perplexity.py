@@ -115,20 +115,29 @@ def measured_once(models: Iterable[tuple[Hashable, nn.Module, dict]], measure: C
         yield model, labels, done[key]
 
 
+def blockwise_nll(family: Family, sets: Iterable[Iterable[int]], blocks: torch.Tensor, batch_size: int,
+                  mixed_precision: Precision, desc: str = "perplexity") -> dict[frozenset[int], torch.Tensor]:
+    """Per-token NLL on `blocks` of the patched model of each of `sets`, by its `Family.identity`, all run
+    block by block together (`Blockwise`)."""
+    batches = list(blocks.split(batch_size))
+    runner = Blockwise(family, mixed_precision)
+    nll = runner.reduce(sets, batches, desc=desc,
+                        fn=lambda key, final, i: block_nll(final, batches[i].to(final.device), runner.head(key),
+                                                             mixed_precision))
+    return {key: torch.cat(per_batch) for key, per_batch in nll.items()}
+
+
 def heldout_table(family: Family, blocks: torch.Tensor, orders: list[str], batch_size: int,
                   mixed_precision: Precision, naive_stride: int) -> pd.DataFrame:
     """Held-out perplexity (and NLL) of every model of `run_models`, naive pruning at every
     `naive_stride`-th size."""
     families = {"distilled": family, "naive": family.undistilled()}
     models = list(run_models(family, orders, families["naive"], naive_stride=naive_stride))
-    batches = list(blocks.split(batch_size))
     results = {}
     for tag, member in families.items():
-        runner = Blockwise(member, mixed_precision)
-        nll = runner.reduce([k for (t, k), _, _ in models if t == tag], batches, desc=f"held-out perplexity ({tag})",
-                            fn=lambda key, final, i: block_nll(final, batches[i].to(final.device), runner.head(key),
-                                                                 mixed_precision))
-        results |= {(tag, key): nll_summary(torch.cat(per_batch)) for key, per_batch in nll.items()}
+        nll = blockwise_nll(member, [k for (t, k), _, _ in models if t == tag], blocks, batch_size, mixed_precision,
+                            desc=f"held-out perplexity ({tag})")
+        results |= {(tag, key): nll_summary(per_token) for key, per_token in nll.items()}
     rows: list[dict] = []
     for key, model, labels in models:
         result = results[key]
