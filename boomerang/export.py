@@ -84,9 +84,6 @@ def main(argv: list[str] | None = None) -> None:
         unknown = set(orders) - set(cfg.interpolate.orders)
         if unknown:
             raise ConfigError(f"--order {sorted(unknown)}: the run has {cfg.interpolate.orders}")
-        if not cfg.prune.student and not A.STUDENT.path(cfg).exists():
-            raise ConfigError(f"run {cfg.name!r} has no distilled student at {A.STUDENT.path(cfg)}; run the pipeline "
-                              f"first (`python -m boomerang.pipeline --config {args.config}`)")
         family = Family.of_run(cfg)
         spec = choose(cfg, family, orders, args.layers, args.params, args.latency_ms, args.memory_mib)
     except ConfigError as err:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .artefacts import INTERPOLANTS, student_source
-from .config import RunConfig, TeacherConfig
+from .artefacts import INTERPOLANTS, STUDENT, student_source
+from .config import ConfigError, RunConfig, TeacherConfig
 from .core.arch import adapter_for, decoder_layers, parameter_counts, ties_embeddings
 from .core.patch import FIXED_ORDERS, Interpolant, interpolants, patch
 from .core.prune import Layout, load_student, pruned_teacher
@@ -43,6 +43,9 @@ class Family:
     def of_run(cls, cfg: RunConfig, device=None) -> Family:
         """A run's teacher and its distilled (or released) student, with the sequences of the orders it chose
         on data as its `interpolants.csv` records them (none before stage 03 has run)."""
+        if not cfg.prune.student and not STUDENT.path(cfg).exists():
+            raise ConfigError(f"run {cfg.name!r} has no distilled student at {STUDENT.path(cfg)}; run the pipeline "
+                              "first (`python -m boomerang.pipeline --config <its config>`)")
         family = cls.load(cfg.teacher, student_source(cfg), device)
         if INTERPOLANTS.path(cfg).exists():
             family.sequences = recorded_sequences(pd.read_csv(INTERPOLANTS.path(cfg)))

@@ -66,6 +66,10 @@ class Interpolant:
     num_layers: int
     authors_k: int | None
 
+    def name(self, method: str = "interp") -> str:
+        """Its row name in the results tables; `naive` names the naive pruning of the same blocks."""
+        return f"{method}_{self.order}_k{self.k}"
+
 
 def authors_k(layout: Layout, order: str, k: int) -> int | None:
     """The authors' k for the model that patches the first `k` blocks of a fixed `order`, or None when

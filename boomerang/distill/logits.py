@@ -33,6 +33,22 @@ def _reduction_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _by_rows(reduce, *tensors: torch.Tensor, rows: int = 64) -> torch.Tensor:
+    """`reduce` of (chunk × vocabulary) tensors, `rows` rows at a time: its temporaries then take a few rows'
+    memory rather than another buffer the size of its inputs."""
+    return torch.cat([reduce(*(t[i:i + rows] for t in tensors)) for i in range(0, tensors[0].shape[0], rows)])
+
+
+def _logsumexp(x: torch.Tensor) -> torch.Tensor:
+    return _by_rows(lambda block: torch.logsumexp(block, -1, keepdim=True), x)
+
+
+def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Σ_v p·(log p − log q) per row, summed term by term: as a difference of two sums it loses the small
+    KL of a student close to its teacher to cancellation."""
+    return _by_rows(lambda lp, lq: (lp - lq).mul_(lp.exp()).sum(-1), log_p, log_q)
+
+
 def reference_logit_distillation_loss(
     h_s: torch.Tensor, h_t: torch.Tensor, student_head: nn.Linear, teacher_head: nn.Linear,
     labels: torch.Tensor, kl_mask: torch.Tensor, *, temperature: float = 1.0, ce_weight: float = 1.0,
@@ -70,7 +86,9 @@ class _ChunkedLogitDistillation(torch.autograd.Function):
         def to_compute(x):  # what autocast would hand the matmul
             return x if x is None or compute_dtype is None else x.to(compute_dtype)
 
-        w_s_c, b_s_c, w_t_c, b_t_c = map(to_compute, (w_s, b_s, w_t, b_t))
+        w_s_c, b_s_c = to_compute(w_s), to_compute(b_s)
+        w_t_c = w_s_c if w_t is w_s else to_compute(w_t)  # one cast when both read the same head (the tail term)
+        b_t_c = b_s_c if b_t is b_s else to_compute(b_t)
         reduce_dtype = _reduction_dtype(compute_dtype or h_s.dtype)
 
         labelled = labels != IGNORE_INDEX
@@ -88,31 +106,32 @@ class _ChunkedLogitDistillation(torch.autograd.Function):
         for start in range(0, h_s.shape[0], chunk_size):
             rows = slice(start, start + chunk_size)
             hs_chunk = to_compute(h_s[rows])
-            t = F.linear(to_compute(h_t[rows]), w_t_c, b_t_c).to(reduce_dtype)
-            log_p_t = F.log_softmax(t if temperature == 1 else t.div_(temperature), dim=-1)
-            del t
-            s = F.linear(hs_chunk, w_s_c, b_s_c).to(reduce_dtype)
-            log_p_s = F.log_softmax(s, dim=-1)
-            log_q = log_p_s if temperature == 1 else F.log_softmax(s.div_(temperature), dim=-1)
-            del s
-
             target = labels[rows].clamp_min(0)[:, None]  # ignored rows read column 0, then weigh nothing
-            ce_sum -= torch.where(labelled[rows], log_p_s.gather(1, target).squeeze(1), 0).sum()
-            p_t = log_p_t.exp()
-            kl_sum += (log_p_t.sub_(log_q).mul_(p_t).sum(-1) * real[rows]).sum()
-            del log_p_t
+
+            log_p_t = F.linear(to_compute(h_t[rows]), w_t_c, b_t_c).to(reduce_dtype)
+            log_p_t.sub_(_logsumexp(log_p_t.div_(temperature) if temperature != 1 else log_p_t))
+
+            s = F.linear(hs_chunk, w_s_c, b_s_c).to(reduce_dtype)
+            log_z = _logsumexp(s)  # CE_i = log Z_i − s_i[label_i]
+            ce_sum += torch.where(labelled[rows], log_z.squeeze(1) - s.gather(1, target).squeeze(1), 0).sum()
+            log_z_tau = log_z if temperature == 1 else _logsumexp(s.div_(temperature))
+            log_q = s.sub_(log_z_tau)  # in s's buffer
+            del s
+            kl_sum += (_kl_rows(log_p_t, log_q) * real[rows]).sum()
             if not want_grad:
                 continue
 
-            # g = c·softmax(s) + kτ·(q − p_T) − c·onehot(label), built in place in log_p_s's buffer
+            # g = c·softmax(s) + kτ·(q − p_T) − c·onehot(label), built in place in log p_T's buffer
             c, k_tau = ce_row_scale[rows, None], kl_row_scale[rows, None]
-            grad_logits = log_p_s.exp_().mul_(c + k_tau if temperature == 1 else c)  # at τ = 1, q = softmax(s)
-            if kl_weight:
-                if temperature != 1:
-                    grad_logits.addcmul_(log_q.exp_(), k_tau)
-                grad_logits.addcmul_(p_t, -k_tau)
+            grad_logits = log_p_t.exp_().mul_(-k_tau)
+            del log_p_t
+            if temperature != 1:  # softmax(s) = exp(τ·log q + τ·log Z_τ − log Z): one more buffer
+                grad_logits.addcmul_(log_q.mul(temperature).add_(temperature * log_z_tau - log_z).exp_(), c)
+            q = log_q.exp_()
+            del log_q
+            grad_logits.addcmul_(q, k_tau + c if temperature == 1 else k_tau)  # at τ = 1, softmax(s) = q
             grad_logits.scatter_add_(1, target, -c)
-            del log_p_s, log_q, p_t
+            del q
 
             if need_b:
                 grad_b += grad_logits.sum(0)
@@ -151,10 +170,10 @@ def logit_distillation_loss(
     the teacher's own head when the student's state is read through the teacher's tail); the teacher
     gets none. Returns the weighted loss and the detached CE and τ²·KL for logging.
 
-    The loss's memory is about 4.5 fp32 (chunk_size × vocabulary) buffers plus the head's gradient. Each
-    chunk also reads the heads and adds into the head's gradient (a vocabulary × hidden cost), so small
-    chunks cost time; `scripts/bench_loss.py` found 512 under 0.5× the full-logits peak and faster, on
-    SmolLM2 and Qwen3-vocabulary shapes.
+    The loss's memory is about 2.5 fp32 (chunk_size × vocabulary) buffers (3.5 at τ ≠ 1), each head once
+    in the autocast dtype (once in all when both are the same tensor) and the head's gradient when it has
+    one. Each chunk also reads the heads and adds into the head's gradient (a vocabulary × hidden cost),
+    so very small chunks cost time.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")

@@ -227,7 +227,7 @@ def alignment_table(family: Family, students: dict[str, nn.Module], blocks: Tens
                          fn=lambda key, final, i: F.cosine_similarity(final.float(), reference[i].to(final.device),
                                                                       dim=-1).sum().item())
     for order, spec in sizes:
-        rows.append({"model": f"interp_{order}_k{spec.k}", "kind": "final_cosine", "order": order, "k": spec.k,
+        rows.append({"model": spec.name(), "kind": "final_cosine", "order": order, "k": spec.k,
                      "num_layers": spec.num_layers, "value": sum(sums[family.identity(spec.blocks)]) / blocks.numel()})
     return pd.DataFrame(rows, columns=ALIGNMENT_COLUMNS)
 

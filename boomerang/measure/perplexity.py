@@ -98,10 +98,10 @@ def run_models(family: Family, orders: list[str], naive: Family | None = None, s
             labels = {"order": order, "k": spec.k, "authors_k": spec.authors_k, "num_layers": spec.num_layers}
             if i % size_stride == 0:
                 yield (("distilled", family.identity(spec.blocks)), family.model(spec.blocks),
-                       {"model": f"interp_{order}_k{spec.k}", "method": "interpolated", **labels})
+                       {"model": spec.name(), "method": "interpolated", **labels})
             if spec in naive_sizes:
                 yield (("naive", naive.identity(spec.blocks)), naive.model(spec.blocks),
-                       {"model": f"naive_{order}_k{spec.k}", "method": "naive_pruned", **labels})
+                       {"model": spec.name("naive"), "method": "naive_pruned", **labels})
 
 
 def measured_once(models: Iterable[tuple[Hashable, nn.Module, dict]], measure: Callable[[nn.Module], T]
@@ -154,8 +154,8 @@ def measured_perplexities(family: Family, metrics: pd.DataFrame, orders: list[st
     known = {family.identity(()): ppl["student"], family.identity(range(family.layout.num_blocks)): ppl["teacher"]}
     for order in orders:
         for spec in family.interpolants(order):
-            if f"interp_{order}_k{spec.k}" in ppl:
-                known[family.identity(spec.blocks)] = ppl[f"interp_{order}_k{spec.k}"]
+            if spec.name() in ppl:
+                known[family.identity(spec.blocks)] = ppl[spec.name()]
     return known
 
 

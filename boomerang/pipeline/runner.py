@@ -24,7 +24,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from ..artefacts import EXECUTED, STAGE_RECORDS
 from ..config import REPO_ROOT, ConfigError, RunConfig, load_config, parse_overrides, resolve_preset
-from ..io import read_json, write_json
+from ..io import read_json, write_json, write_text
 from ..provenance import code_digests, fingerprint
 from .preflight import preflight
 from .stages import Stage, stages
@@ -81,11 +81,16 @@ def why_not_cached(record: dict | None, parts: dict, cfg: RunConfig, stage: Stag
     return None
 
 
-def notebook_path_argument(config: str | Path) -> str:
-    """The config as the notebook's parameter: relative to the repository when inside it, so executed
-    notebooks carry no path of the machine that ran them."""
-    path = resolve_preset(config).resolve()
+def _repo_relative(path: str | Path) -> str:
+    """`path` relative to the repository when inside it, so that executed notebooks carry no path of the
+    machine that ran them."""
+    path = Path(path).resolve()
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def notebook_path_argument(config: str | Path) -> str:
+    """The config as the notebook's parameter."""
+    return _repo_relative(resolve_preset(config))
 
 
 @contextlib.contextmanager
@@ -156,6 +161,9 @@ def _execute(stage: Stage, notebook: dict, cfg: RunConfig, config, overrides: di
     except PapermillExecutionError as err:
         raise SystemExit(f"stage {stage.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
                          f"{err.ename}: {err.evalue}\nexecuted notebook with the traceback: {output}") from None
+    executed = nbformat.read(output, as_version=4)  # papermill records where it wrote, as it was given
+    executed.metadata.papermill.output_path = _repo_relative(output)
+    write_text(output, nbformat.writes(executed))
     return time.perf_counter() - start
 
 
