@@ -32,6 +32,14 @@ STAND_IN = Path(__file__).with_name("stand_in_teacher.py")
 MEASURES = ("distill", "allocator", "sweep")
 
 
+def prune(config: str, overrides: dict, queue) -> None:
+    from boomerang.config import load_config
+    from boomerang.pipeline import stages
+
+    stages.prune(load_config(config, overrides))
+    queue.put(None)
+
+
 def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
     from boomerang import artefacts as A
     from boomerang.config import load_config
@@ -40,13 +48,12 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
     from boomerang.measure.cost import peak_memory_mib
     from boomerang.distill.train import train
     from boomerang.measure.flops import distillation_flops
-    from boomerang.pipeline import stages
     from boomerang.sources.teacher import load_teacher
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config, {**overrides, "name": "benchmark", "output_root": tmp, "distill.steps": steps,
                                    "distill.checkpoint_every": steps + 1})
-        stages.prune(cfg)
+        _run(prune, config, {**overrides, "name": "benchmark", "output_root": tmp})  # its own process, as in the pipeline
         teacher, _ = load_teacher(cfg.teacher)
         layout = read_layout(A.STUDENT_INIT.path(cfg))
         flops_per_token = distillation_flops(teacher, layout.num_blocks, layout.num_teacher_layers, 1, cfg.data.seq_len)
@@ -68,13 +75,12 @@ def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, 
     from boomerang.measure.cost import peak_memory_mib
     from boomerang.family import Family
     from boomerang.measure.perplexity import blockwise_nll, perplexity
-    from boomerang.pipeline import stages
     from boomerang.sources.text import heldout_blocks
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config, {**overrides, "name": "benchmark", "output_root": tmp})
         e = cfg.evaluate
-        stages.prune(cfg)
+        _run(prune, config, {**overrides, "name": "benchmark", "output_root": tmp})
         family = Family.load(cfg.teacher, Path(tmp) / "runs" / "benchmark" / "student_init")  # its shapes
         blocks = heldout_blocks(cfg.data, family.tokenizer, eval_tokens)
         sets = [spec.blocks for order in FIXED_ORDERS for spec in family.interpolants(order)]
@@ -89,7 +95,7 @@ def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, 
                    "peak MiB": peak_memory_mib(family.teacher.device)})
 
 
-def _run(target, *args, env: dict | None = None) -> dict:
+def _run(target, *args, env: dict | None = None) -> dict | None:
     """`target` in a fresh process (with `env` on top of this environment): what it puts in the queue."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
