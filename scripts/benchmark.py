@@ -33,6 +33,7 @@ MEASURES = ("distill", "allocator", "sweep")
 
 
 def prune(config: str, overrides: dict, queue) -> None:
+    """Stage 01 alone: what it leaves in a process would otherwise count in the next measurement's peak."""
     from boomerang.config import load_config
     from boomerang.pipeline import stages
 
@@ -51,9 +52,9 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
     from boomerang.sources.teacher import load_teacher
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(config, {**overrides, "name": "benchmark", "output_root": tmp, "distill.steps": steps,
-                                   "distill.checkpoint_every": steps + 1})
-        _run(prune, config, {**overrides, "name": "benchmark", "output_root": tmp})  # its own process, as in the pipeline
+        run = {**overrides, "name": "benchmark", "output_root": tmp}
+        _run(prune, config, run)  # in its own process, as in the pipeline
+        cfg = load_config(config, {**run, "distill.steps": steps, "distill.checkpoint_every": steps + 1})
         teacher, _ = load_teacher(cfg.teacher)
         layout = read_layout(A.STUDENT_INIT.path(cfg))
         flops_per_token = distillation_flops(teacher, layout.num_blocks, layout.num_teacher_layers, 1, cfg.data.seq_len)
@@ -78,9 +79,10 @@ def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, 
     from boomerang.sources.text import heldout_blocks
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(config, {**overrides, "name": "benchmark", "output_root": tmp})
+        run = {**overrides, "name": "benchmark", "output_root": tmp}
+        _run(prune, config, run)
+        cfg = load_config(config, run)
         e = cfg.evaluate
-        _run(prune, config, {**overrides, "name": "benchmark", "output_root": tmp})
         family = Family.load(cfg.teacher, Path(tmp) / "runs" / "benchmark" / "student_init")  # its shapes
         blocks = heldout_blocks(cfg.data, family.tokenizer, eval_tokens)
         sets = [spec.blocks for order in FIXED_ORDERS for spec in family.interpolants(order)]
