@@ -141,6 +141,7 @@ class DistillConfig(Section):
     patch_prob: Annotated[float, BeforeValidator(_number), Field(ge=0, lt=1)] = 0.0
     tail_weight: Weight = 0.0
     gradient_checkpointing: Flag = False
+    compile: Flag = False  # torch.compile the decoder layers (needs a C++ compiler on a CPU)
     train_embeddings: Flag = True  # False freezes embeddings, final norm and LM head at the teacher's
     freeze_unpruned_blocks: Flag = False  # freeze student layers whose block is one teacher layer
     mixed_precision: Precision = "bf16"

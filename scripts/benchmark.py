@@ -1,8 +1,9 @@
-"""Distillation steps and the sweep over every size: tokens/s, peak memory and model FLOPs utilisation, the
-current step beside the plain full-logits reference step of the same loss (`distill.chunk_tokens: 0`), and
-the same step with glibc's allocator defaults beside the package's (freed memory kept: `boomerang.allocator`),
-and the held-out perplexity of every size along both fixed orders block by block (as the pipeline runs it)
-beside each model run whole; measured in one run, each in its own process so that its peak memory is its own.
+"""Distillation steps and the sweep over every size: tokens/s, peak memory and model FLOPs utilisation. Side by
+side in one run, each in its own process so that its peak memory is its own: the current step and the plain
+full-logits reference step of the same loss (`distill.chunk_tokens: 0`); the step with the package's allocator
+setting (freed memory kept: `boomerang.allocator`) and with glibc's defaults; the step eager and with its
+decoder layers compiled (`distill.compile`); the held-out perplexity of every size along both fixed orders
+block by block (as the pipeline runs it) and with each model run whole.
 
 Cases: the config's teacher (the CPU default: SmolLM2-135M), and any stand-in of `stand_in_teacher.py`
 (same shapes as a real teacher, random weights: shapes set speed and memory), e.g. `qwen3-vocab`, a small
@@ -29,7 +30,7 @@ from pathlib import Path
 from unittest import mock
 
 STAND_IN = Path(__file__).with_name("stand_in_teacher.py")
-MEASURES = ("distill", "allocator", "sweep")
+MEASURES = ("distill", "allocator", "compile", "sweep")
 
 
 def prune(config: str, overrides: dict, queue) -> None:
@@ -64,9 +65,10 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
         log = train(cfg, log=lambda *_: None)
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     per_step = int(log.tokens.iloc[0])
-    seconds = (log.tokens / log.tokens_per_s).diff().iloc[1:]  # the first step warms up
-    rate = per_step / seconds.mean()
-    queue.put({"device": str(device), "tokens/step": per_step, "tokens/s": rate, "peak MiB": peak_memory_mib(device),
+    elapsed = log.tokens / log.tokens_per_s
+    rate = per_step / elapsed.diff().iloc[1:].mean()  # the first step warms up (and compiles)
+    queue.put({"device": str(device), "tokens/step": per_step, "tokens/s": rate, "first step s": elapsed.iloc[0],
+               "peak MiB": peak_memory_mib(device),
                "MFU %": 100 * flops_per_token * rate / peak_flops(device), "page faults/step": faults / steps})
 
 
@@ -97,6 +99,10 @@ def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, 
                    "peak MiB": peak_memory_mib(family.teacher.device)})
 
 
+class Failed(Exception):
+    """A measurement's process ended with an error (its traceback is printed above)."""
+
+
 def _run(target, *args, env: dict | None = None) -> dict | None:
     """`target` in a fresh process (with `env` on top of this environment): what it puts in the queue."""
     ctx = mp.get_context("spawn")
@@ -106,14 +112,26 @@ def _run(target, *args, env: dict | None = None) -> dict | None:
         proc.start()
     proc.join()
     if proc.exitcode != 0:
-        raise SystemExit(f"{target.__name__} failed (exit code {proc.exitcode}); its traceback is above")
+        raise Failed(f"{target.__name__} failed (exit code {proc.exitcode}); its traceback is above")
     return queue.get()
 
 
+def _measured(target, *args, env: dict | None = None) -> dict:
+    """A row's measurements, or why there are none (out of memory, say): the other rows still run."""
+    try:
+        return _run(target, *args, env=env)
+    except Failed as err:
+        return {"failed": str(err)}
+
+
 def stand_in(shape: str, tokenizer: str, dtype: str, into: Path) -> str:
+    """A stand-in teacher of `shape` in `into`, written once (it is seeded: one kept from before is the same)."""
     out = into / shape
-    subprocess.run([sys.executable, str(STAND_IN), shape, "--tokenizer", tokenizer, "--out", str(out),
-                    "--dtype", dtype], check=True, capture_output=True)
+    if not out.exists():
+        partial = into / f"{shape}.partial"
+        subprocess.run([sys.executable, str(STAND_IN), shape, "--tokenizer", tokenizer, "--out", str(partial),
+                        "--dtype", dtype], check=True, capture_output=True)
+        partial.rename(out)
     return str(out)
 
 
@@ -126,6 +144,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--eval-tokens", type=int, default=1024)
     parser.add_argument("--only", nargs="+", choices=MEASURES, help="run these measurements only")
+    parser.add_argument("--stand-ins", type=Path, help="keep stand-in teachers here for later runs (default: not kept)")
     args = parser.parse_args()
     overrides = json.loads(args.override)
     from boomerang.config import load_config
@@ -134,32 +153,41 @@ def main() -> None:
     teacher = load_config(args.config, overrides).teacher
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        kept = args.stand_ins or Path(tmp)
+        kept.mkdir(parents=True, exist_ok=True)
         for case in args.cases:
             case_overrides = dict(overrides)
             if case != "teacher":
-                path = stand_in(case, teacher_path(teacher), teacher.dtype, Path(tmp))
+                path = stand_in(case, teacher_path(teacher), teacher.dtype, kept)
                 case_overrides |= {"teacher.source": "hub", "teacher.name": path}
             only = args.only or MEASURES
             if "distill" in only:
                 chunk = load_config(args.config, case_overrides).distill.chunk_tokens or 512
                 for label, chunk_tokens in ((f"step, logits {chunk} tokens at a time", chunk),
                                             ("step, full logits (reference)", 0)):
-                    measured = _run(bench_distill, args.config, {**case_overrides, "distill.chunk_tokens": chunk_tokens},
-                                    args.steps)
+                    measured = _measured(bench_distill, args.config,
+                                         {**case_overrides, "distill.chunk_tokens": chunk_tokens}, args.steps)
                     rows.append({"case": case, "measure": label, **measured})
             if "allocator" in only:  # the same step with freed memory kept (boomerang.allocator), and without
                 for label, env in (("step, freed memory kept (the package's setting)", {}),
                                    ("step, glibc's allocator defaults (GLIBC_TUNABLES='')", {"GLIBC_TUNABLES": ""})):
                     rows.append({"case": case, "measure": label,
-                                 **_run(bench_distill, args.config, case_overrides, args.steps, env=env)})
+                                 **_measured(bench_distill, args.config, case_overrides, args.steps, env=env)})
+            if "compile" in only:  # later steps compile what the first did not run (a patched model's layers)
+                for label, compiled in (("step, eager", False), ("step, decoder layers compiled", True)):
+                    rows.append({"case": case, "measure": label,
+                                 **_measured(bench_distill, args.config,
+                                             {**case_overrides, "distill.compile": compiled}, args.steps)})
             if "sweep" in only:
                 for label, by_block in (("perplexity of every size, block by block", True),
                                         ("perplexity of every size, each run whole", False)):
                     rows.append({"case": case, "measure": label,
-                                 **_run(bench_sweep, args.config, case_overrides, args.eval_tokens, by_block)})
+                                 **_measured(bench_sweep, args.config, case_overrides, args.eval_tokens, by_block)})
     import pandas as pd
 
     print(pd.DataFrame(rows).round(1).to_string(index=False))
+    if any("failed" in row for row in rows):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,24 @@ def test_gradient_checkpointing_changes_memory_not_numbers(run_config):
         assert torch.equal(plain[name], checkpointed[name]), name
 
 
+@pytest.mark.parametrize("levers", [{"patch_prob": 0.5, "tail_weight": 1.0}, {"gradient_checkpointing": True}],
+                         ids=["cpu-preset", "checkpointing"])
+def test_compiled_layers_change_speed_not_numbers(run_config, levers):
+    """The compiled run's losses and student match the eager run's to float rounding (the compiler fuses
+    products and reductions in another order), patch-aware steps' interpolated models included."""
+    eager, log_eager = distil(run_config, "eager", **levers)
+    torch._dynamo.reset()
+    compiled, log_compiled = distil(run_config, "compiled", compile=True, **levers)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the layers did run compiled
+    assert eager.keys() == compiled.keys()
+    for name in eager:
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-5, msg=name)
+    pd.testing.assert_frame_equal(log_compiled.drop(columns=["tokens_per_s", "grad_norm"]),
+                                  log_eager.drop(columns=["tokens_per_s", "grad_norm"]), rtol=1e-4, atol=1e-6)
+    if levers.get("patch_prob"):
+        assert set(log_compiled.extra_layers) == {0, 1}
+
+
 def test_the_chunked_objective_equals_the_full_logits_one_with_its_gradients():
     """Every term (the tail included), τ ≠ 1 and pads: values and the student's gradients agree."""
     teacher = tiny_model("llama")

@@ -85,6 +85,30 @@ def test_export_round_trip(family, tmp_path):
     assert export_round_trip(model, tmp_path / "again", None, x) == 0.0
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])  # families that tie (the tiny Qwen3 here does not)
+def test_an_embedding_and_head_of_equal_values_are_exported_once(family, tmp_path):
+    """A student trained with its embedding frozen keeps the teacher's: an interpolated model taking its
+    embedding from one and its head from the other is written tied, as the same function."""
+    teacher, student, layout = trained_pair(family)
+    with torch.no_grad():
+        student.get_input_embeddings().weight.copy_(teacher.get_input_embeddings().weight)
+    model = patch(teacher, student, layout, {2, 3})  # embedding from student, head from teacher
+    head = model.get_output_embeddings().weight
+    assert head is not model.get_input_embeddings().weight and not model.config.tie_word_embeddings
+    export(model, tmp_path / "m")
+    assert model.get_output_embeddings().weight is head and not model.config.tie_word_embeddings  # left as it was
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
+    assert reloaded.get_output_embeddings().weight is reloaded.get_input_embeddings().weight
+    x = torch.randint(0, VOCAB, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(reloaded(x).logits, model(x).logits)
+    untied = patch(teacher, trained_pair(family)[1], layout, {2, 3})
+    export(untied, tmp_path / "untied")
+    weights = lambda name: sum(f.stat().st_size for f in (tmp_path / name).glob("*.safetensors"))  # noqa: E731
+    saved = weights("untied") - weights("m")
+    assert 0 <= saved - head.numel() * head.element_size() < 512  # one matrix, and its entry in the header
+
+
 def test_students_load_where_the_run_puts_its_models(tmp_path, monkeypatch):
     teacher, student, layout = trained_pair("llama")
     save_student(student, layout, tmp_path / "s")

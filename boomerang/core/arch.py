@@ -81,10 +81,11 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 def hidden_states(model: nn.Module, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                   inputs_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """Every hidden state (embedding output ... final post-norm state), from the model without its LM head:
-    even on no token, the head's weights are cast to the autocast dtype on every call."""
+    """Every hidden state (embedding output ... final post-norm state), from the model without its LM head
+    (even on no token, the head's weights are cast to the autocast dtype on every call) and without a KV
+    cache (nothing reads it, and a compiled layer would be traced again for each layer's cache)."""
     return model.base_model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                            output_hidden_states=True).hidden_states
+                            output_hidden_states=True, use_cache=False).hidden_states
 
 
 def layer_output(output) -> torch.Tensor:

@@ -6,6 +6,7 @@ teacher + student in memory; `export` writes any of them as a plain HF checkpoin
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,10 +105,29 @@ def interpolants(layout: Layout, order: str, sequence: list[int] | None = None) 
 
 def export(model: PreTrainedModel, path: str | Path, tokenizer=None) -> None:
     """Write a self-contained checkpoint that `AutoModelForCausalLM.from_pretrained` loads as is."""
-    with atomic_path(path) as out:
+    with atomic_path(path) as out, _tied_if_equal(model):
         model.save_pretrained(out)
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
+
+
+@contextmanager
+def _tied_if_equal(model: PreTrainedModel):
+    """While it is written, a model whose LM head holds its input embedding's values is a tied model: the same
+    function in one matrix fewer, on disk and once loaded. That is an interpolated model's case when the
+    student's embedding was frozen (`distill.train_embeddings: false`) and the embedding and the head come
+    from teacher and student; `assemble` leaves them apart, as training needs them."""
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if (model.config.tie_word_embeddings or getattr(head, "bias", None) is not None
+            or embed.weight.shape != head.weight.shape or not torch.equal(embed.weight, head.weight)):
+        yield
+        return
+    own = head.weight
+    model.config.tie_word_embeddings, head.weight = True, embed.weight
+    try:
+        yield
+    finally:
+        model.config.tie_word_embeddings, head.weight = False, own
 
 
 @torch.no_grad()

@@ -97,6 +97,15 @@ def _cast_teacher_matrices(teacher: nn.Module, precision: str) -> None:
             module.to(dtype)
 
 
+def _compile_layers(*models: nn.Module) -> None:
+    """`torch.compile` every decoder layer in place: the interpolated models of patch-aware steps are built
+    from these same layers, so they run compiled code too, and parameter names (checkpoints) stay as they are.
+    The loss, which makes its logits a chunk at a time, stays eager."""
+    for model in models:
+        for layer in decoder_layers(model):
+            layer.compile()
+
+
 def _optimizer(model: nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
     """AdamW, fused (one kernel over all tensors: 0.24 -> 0.09 s a step on the CPU default); weight decay on
     matrices only (norms and biases are not decayed)."""
@@ -193,6 +202,8 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=print) -> pd.DataFr
         enable = getattr(student, "activation_checkpointing_enable", None) or student.gradient_checkpointing_enable
         enable({"use_reentrant": False})
     _freeze(student, layout, d)
+    if d.compile:
+        _compile_layers(teacher, student)
     terms = objective(d, teacher, layout)
     model = _wrap(Distilled(student, terms, layout.alignment, d.mixed_precision), ranks, device)
     optimizer = _optimizer(model, d)

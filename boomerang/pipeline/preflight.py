@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from ..config import ConfigError, RunConfig
 from ..core.arch import adapter_for, decoder_layers, num_layers
 from ..core.prune import Layout, layout_from_config, read_layout
+from ..device import default_device
 from ..io import cache_dir
 from ..measure.tasks import build_tasks
 from ..sources.teacher import teacher_path
@@ -81,11 +82,16 @@ def preflight(cfg: RunConfig, log=print) -> None:
             raise ConfigError(f"prune: {err} (the teacher has {n} layers)") from None
         if not layout.pruned:
             raise ConfigError(f"prune keeps all {n} teacher layers: there is nothing to distil or interpolate")
+    d, gpus = cfg.distill, torch.cuda.device_count()
+    if default_device().type == "cuda" and d.num_processes > gpus:
+        raise ConfigError(f"distill.num_processes is {d.num_processes} but this machine has {gpus} GPU(s): "
+                          f"distillation runs one process per GPU; set it to at most {gpus} and raise "
+                          f"distill.grad_accum to keep the global batch")
     if cfg.data.source == "hub":
         return  # a streamed dataset is checked as it is read; the GPU box has the hub
     tokenizer = AutoTokenizer.from_pretrained(source)
     split = split_corpus(cfg.data, tokenizer)  # names an undecodable file or an unknown held-out document
-    d, seq = cfg.distill, cfg.data.seq_len
+    seq = cfg.data.seq_len
     held_out, train = len(pack(split["heldout"], seq)), len(pack(split["train"], seq))
     if held_out == 0:
         raise ConfigError(f"the held-out documents {cfg.data.heldout_documents} have {split['heldout'].size} tokens, "

@@ -1,6 +1,7 @@
 """Every paper preset, unchanged but for its budget, through the runner on stand-ins: prune, distil in two
-CPU processes (FSDP as the presets say, DDP once), interpolate, evaluate, the paper's lm-eval suite,
-alignment, figures; then the experiment stages with the off-the-shelf pairs of Fig. 6."""
+processes (FSDP as the presets say, DDP once; on a GPU box one per GPU, up to two), interpolate, evaluate,
+the paper's lm-eval suite, alignment, figures; then the experiment stages with the off-the-shelf pairs of
+Fig. 6."""
 from __future__ import annotations
 
 import json
@@ -10,16 +11,19 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from boomerang import artefacts as A
 from boomerang.config import REPO_ROOT, load_config
+from boomerang.device import default_device
 from boomerang.measure.harness import FAMILIES
 
+PROCESSES = 2 if default_device().type == "cpu" else min(2, torch.cuda.device_count())
 SUITE = load_config(REPO_ROOT / "configs" / "paper-base.yaml").lm_eval.tasks
 # What changes for the rehearsal is the budget, never a code path: steps, tokens, how many sizes lm-eval
 # scores, how many items per task, how long a generation may run; every size in held-out perplexity.
-BUDGET = {"distill.steps": 2, "distill.batch_size": 1, "distill.grad_accum": 2, "distill.num_processes": 2,
+BUDGET = {"distill.steps": 2, "distill.batch_size": 1, "distill.grad_accum": 2, "distill.num_processes": PROCESSES,
           "distill.checkpoint_every": 1, "data.seq_len": 64, "data.skip_documents": 16, "data.shuffle_buffer": 32,
           "evaluate.eval_tokens": 512, "align.eval_tokens": 256, "align.tokens_per_minibatch": 64,
           "lm_eval.limit": 2, "lm_eval.max_gen_toks": 8, "lm_eval.size_stride": 6, "lm_eval.naive_stride": 12,
@@ -60,7 +64,7 @@ def test_a_paper_preset_runs_end_to_end_offline(preset, hub, rehearsal_dir):
     assert (cfg.figures_dir / "fig2_lm_eval.png").exists() and A.RUN_DOC.path(cfg).exists()
     if not cfg.prune.student:
         log = pd.read_csv(A.DISTILL_LOG.path(cfg))
-        assert len(log) == 2 and log.tokens.iloc[0] == 2 * 2 * 64  # two processes x two micro-batches x 64
+        assert len(log) == 2 and log.tokens.iloc[0] == PROCESSES * 2 * 64  # processes x two micro-batches x 64
 
 
 @pytest.mark.rehearsal
