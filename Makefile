@@ -8,6 +8,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 
 REHEARSAL ?= runs/rehearsal
+ONLY      ?=   # pytest -k expression: part of the rehearsal, e.g. ONLY='end_to_end and qwen3-4b and not released'
 
 .PHONY: all setup run experiments test rehearsal test-slow benchmark lab
 all: run
@@ -31,7 +32,8 @@ test: setup         ## the suite CI runs (< 10 minutes on 2 cores)
 rehearsal: setup    ## every paper preset end to end on tiny stand-ins of its hub models and data, offline
 	rm -rf $(REHEARSAL) && mkdir -p $(REHEARSAL)
 	HF_HOME=$(abspath $(REHEARSAL))/hf NLTK_DATA=$(abspath $(REHEARSAL))/hf/nltk_data HF_HUB_OFFLINE=1 \
-	HF_DATASETS_OFFLINE=1 REHEARSAL_DIR=$(abspath $(REHEARSAL)) $(BIN)/python -m pytest -m rehearsal tests/rehearsal
+	HF_DATASETS_OFFLINE=1 REHEARSAL_DIR=$(abspath $(REHEARSAL)) $(BIN)/python -m pytest -m rehearsal tests/rehearsal \
+	$(if $(ONLY),-k "$(ONLY)")
 
 test-slow: setup    ## end-to-end checks on the real teacher (minutes)
 	$(BIN)/python -m pytest -m slow
