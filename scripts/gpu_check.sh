@@ -30,7 +30,11 @@ fi
 # The presets read their teachers' tokenizers and The Pile from the hub: the rehearsal's stand-ins of those,
 # offline (the teachers measured are stand_in_teacher.py's, at the real shapes).
 export HF_HOME=$PWD/$out/hf HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-[ -d "$HF_HOME/hub" ] || "$python" -c 'import os, pathlib, tests.rehearsal.standins as s; s.build(pathlib.Path(os.environ["HF_HOME"]))'
+if [ ! -f "$HF_HOME/built" ]; then  # an interrupted build is started again, never half used
+  rm -rf "$HF_HOME"
+  "$python" -c 'import os, pathlib, tests.rehearsal.standins as s; s.build(pathlib.Path(os.environ["HF_HOME"]))' \
+    && touch "$HF_HOME/built" || exit 1
+fi
 one_gpu='"distill.num_processes": 1, "distill.grad_accum": 1, "data.skip_documents": 0, "data.shuffle_buffer": 0'
 
 measure() {  # seconds it needs at most, preset, micro-batch, extra overrides, benchmark arguments

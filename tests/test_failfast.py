@@ -64,12 +64,15 @@ def test_a_layout_that_prunes_nothing_and_a_short_held_out_text_stop_the_preflig
         preflight(load_config(run_config, {"data.path": str(short)}))
 
 
-def test_more_processes_than_gpus_stop_the_preflight(run_config, monkeypatch):
+def test_more_processes_than_gpus_stop_the_preflight(run_config, monkeypatch, tmp_path):
     monkeypatch.setattr("boomerang.pipeline.preflight.default_device", lambda: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     preflight(load_config(run_config))  # one process on one GPU
     with pytest.raises(ConfigError, match=r"num_processes is 2 but this machine has 1 GPU\(s\).*at most 1"):
         preflight(load_config(run_config, {"distill.num_processes": 2}))
+    layout = Layout((0, 2, 4, 5), 6)  # a released student is not distilled: its preset's processes do not matter
+    save_student(build_student(tiny_model("llama", 6), layout), layout, tmp_path / "released")
+    preflight(load_config(run_config, {"distill.num_processes": 2, "prune.student": str(tmp_path / "released")}))
 
 
 def test_a_student_of_another_shape_or_a_lying_student_config_is_refused(run_config, tmp_path):

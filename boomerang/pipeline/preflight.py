@@ -83,7 +83,7 @@ def preflight(cfg: RunConfig, log=print) -> None:
         if not layout.pruned:
             raise ConfigError(f"prune keeps all {n} teacher layers: there is nothing to distil or interpolate")
     d, gpus = cfg.distill, torch.cuda.device_count()
-    if default_device().type == "cuda" and d.num_processes > gpus:
+    if not cfg.prune.student and default_device().type == "cuda" and d.num_processes > gpus:  # it distils
         raise ConfigError(f"distill.num_processes is {d.num_processes} but this machine has {gpus} GPU(s): "
                           f"distillation runs one process per GPU; set it to at most {gpus} and raise "
                           f"distill.grad_accum to keep the global batch")
