@@ -1,3 +1,5 @@
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -189,8 +191,11 @@ def test_the_chunked_objective_equals_the_full_logits_one_with_its_gradients():
         results.append((logged, {n: p.grad for n, p in student.named_parameters() if p.grad is not None}))
     (full, full_grads), (chunked, chunked_grads) = results
     assert full.keys() == chunked.keys() and full_grads.keys() == chunked_grads.keys()
+    # a KL near 0 is a difference of log-probabilities of size log V: fp32 kernels that sum in another order
+    # (AVX2 against AVX-512) move it by a few of their ulps, which is more than 1e-5 of the KL itself
+    ulps = 8 * torch.finfo(torch.float32).eps * math.log(VOCAB)
     for term in full:
-        assert chunked[term] == pytest.approx(full[term], rel=1e-5, abs=1e-7), term
+        assert chunked[term] == pytest.approx(full[term], rel=1e-5, abs=ulps), term
     for name in full_grads:
         torch.testing.assert_close(chunked_grads[name], full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
