@@ -42,7 +42,9 @@ CHECKPOINTS = Artefact("runs", "checkpoints")
 EXPORTS = Artefact("runs", "interpolated")
 STAGE_RECORDS = Artefact("runs", "stages")
 RESOLVED_CONFIG = Artefact("runs", "config.json")  # what processes launched by a stage read
+PROGRESS = Artefact("runs", "progress.log")  # a running stage's progress lines, which the runner prints
 # results/<run>/
+RUN_RECORD = Artefact("results", "stages.csv")  # each stage's time, device, precision and code version
 LAYOUT = Artefact("results", "layout.csv")
 DISTILL_LOG = Artefact("results", "distill_log.csv")
 INTERPOLANTS = Artefact("results", "interpolants.csv")

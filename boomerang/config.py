@@ -31,8 +31,9 @@ def _number(value: Any) -> Any:
 
 # Closed choices.
 Order = Literal["last_to_first", "first_to_last", "klpatch"]  # klpatch: chosen on calibration text
-Precision = Literal["bf16", "fp16", "no"]  # accelerate's spelling: autocast to bf16 / fp16, or none
-DType = Literal["float32", "bfloat16", "float16"]
+# autocast to bf16 / fp16, none (fp32), or `auto`: bf16 where the device computes it natively, else none
+Precision = Literal["auto", "bf16", "fp16", "no"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]  # auto: bfloat16 where the device has it natively
 
 # Typed numbers: ints are strict (no `true`, no "3"), floats accept ints and numeric strings such as YAML's
 # `1e-3`, which PyYAML reads as a string.
@@ -144,7 +145,7 @@ class DistillConfig(Section):
     compile: Flag = False  # torch.compile the decoder layers (needs a C++ compiler on a CPU)
     train_embeddings: Flag = True  # False freezes embeddings, final norm and LM head at the teacher's
     freeze_unpruned_blocks: Flag = False  # freeze student layers whose block is one teacher layer
-    mixed_precision: Precision = "bf16"
+    mixed_precision: Precision = "auto"
     chunk_tokens: Index = 512  # tokens whose logits exist at once in the loss; 0: all (the reference)
     checkpoint_every: Count = 50
     num_processes: Count = 1
@@ -183,7 +184,7 @@ class EvaluateConfig(Section):
 
     eval_tokens: Count = 16384
     batch_size: Count = 8
-    mixed_precision: Precision = "bf16"
+    mixed_precision: Precision = "auto"
     naive_stride: Index = 1
 
 
@@ -215,7 +216,7 @@ class LmEvalConfig(Section):
     tasks: list[str] = ["boomerang_offline"]
     num_fewshot: Index | None = None
     batch_size: Count = 4
-    mixed_precision: Precision = "bf16"
+    mixed_precision: Precision = "auto"
     limit: Count | None = None
     orders: list[Order] = []
     size_stride: Count = 1
@@ -275,8 +276,11 @@ class ExperimentsConfig(Section):
     sweep: str = ""
 
 
+RunName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
 class RunConfig(Section):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = "run"
+    name: RunName = "run"
     seed: Index = 0
     output_root: str = ""  # where runs/, results/ and figures/ go; empty means the repository
     teacher: TeacherConfig = TeacherConfig()
@@ -291,6 +295,7 @@ class RunConfig(Section):
     layer_pruning: LayerPruningConfig = LayerPruningConfig()
     offshelf: OffshelfConfig = OffshelfConfig()
     experiments: ExperimentsConfig = ExperimentsConfig()
+    compare_with: list[RunName] = []  # runs whose results this run's record sets beside its own (e.g. in fp32)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -299,6 +304,8 @@ class RunConfig(Section):
         if unbuilt:
             raise ValueError(f"lm_eval.orders {sorted(unbuilt)} are not among interpolate.orders "
                              f"{self.interpolate.orders}: only those are built")
+        if self.name in self.compare_with:
+            raise ValueError(f"compare_with names the run itself ({self.name!r})")
         if "klpatch" in self.offshelf.orders:
             raise ValueError("offshelf.orders: klpatch is chosen on this run's training text; the off-the-shelf "
                              "pairs patch in the fixed orders")

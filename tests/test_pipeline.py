@@ -1,6 +1,7 @@
 """The runner executes every notebook with papermill on the tiny model, then caches and invalidates by what
 each stage runs: its config sections, its package code, its notebook, its outputs."""
 import json
+import os
 import shutil
 
 import nbformat
@@ -10,7 +11,7 @@ import pytest
 from boomerang import artefacts as A
 from boomerang import provenance
 from boomerang.config import REPO_ROOT, ConfigError, load_config, parse_overrides
-from boomerang.pipeline import runner
+from boomerang.pipeline import docs, runner
 from boomerang.pipeline.stages import stages
 
 RUN = [s.name for s in stages("run")]
@@ -28,8 +29,18 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the offline lm-eval tasks need no network
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = load_config(run_config)
-    first = runner.run(run_config, log=quiet)
+    lines = []
+    first = runner.run(run_config, log=lines.append)
     assert all(v.startswith("ran") for v in first.values()), first
+    # the terminal shows the precision decided once, and progress while a stage runs; the notebooks do not
+    assert "precision: distill, evaluate, lm_eval: fp32" in lines
+    distilling = [line for line in lines if line.startswith("[02_distill] distill:")]
+    assert distilling and "4/4" in distilling[-1] and "tokens/s" in distilling[-1], lines
+    assert any(line.startswith("[04_evaluate] ") and "models" in line for line in lines), lines
+    record = pd.read_csv(A.RUN_RECORD.path(cfg), keep_default_na=False)
+    assert list(record.stage) == RUN and (record.seconds > 0).all()
+    assert record.set_index("stage").precision.to_dict()["02_distill"] == "fp32"
+    assert record.device.str.contains("threads").all() and record.code.str.len().ge(7).all()
     for name in RUN:
         executed = A.EXECUTED.path(cfg) / f"{name}.ipynb"
         notebook = nbformat.read(executed, as_version=4)
@@ -38,6 +49,8 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
         widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert not widgets, f"{name}: progress bars in the executed notebook"
         assert str(REPO_ROOT) not in json.dumps(notebook.cells), f"{name}: a path of this machine"
+        text = json.dumps([o for o in outputs if o.get("output_type") == "stream"])
+        assert "tokens/s]" not in text and "step 2/4" not in text, f"{name}: progress in the executed notebook"
 
     metrics = pd.read_csv(A.METRICS.path(cfg))
     assert set(metrics.method) == {"teacher", "student", "interpolated", "naive_pruned"}
@@ -58,10 +71,30 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
 
     assert set(runner.run(run_config, log=quiet).values()) == {"cached"}
 
+    # a run's record set beside another run's: re-reported when that run's results change, and only then
+    beside = {"compare_with": ["other"]}
+    planned = runner.run(run_config, beside, log=quiet, dry_run=True)
+    assert reruns(planned) == ["08_report"] and planned["08_report"] == "would run: changed: config compare_with"
+    report, compared = stages("run")[-1], load_config(run_config, beside)
+    notebook = nbformat.read(runner.NOTEBOOKS / report.notebook, as_version=4)
+    reported = {"parts": runner.key_parts(compared, report, notebook, ""), "outputs": {}}
+    record, kept = A.RUN_DOC.path(cfg), A.RUN_DOC.path(cfg).read_bytes()
+    stat = record.stat()
+    docs.write_run_doc(compared)
+    assert "`other` has no results yet" in A.RUN_DOC.path(cfg).read_text()
+    shutil.copytree(cfg.results_dir, cfg.results_dir.with_name("other"))
+    assert runner.why_not_cached(reported, runner.key_parts(compared, report, notebook, ""), compared, report) == \
+        "results of another run it reads changed"
+    docs.write_run_doc(compared)
+    doc = A.RUN_DOC.path(cfg).read_text()
+    assert "## Beside the run `other`" in doc and "ratio" in doc and "holds (other)" in doc and "tiny (s)" in doc
+    record.write_bytes(kept)  # the runner's own record as it left it
+    os.utime(record, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
     # a dry run says what a change would re-run and why, and runs and writes nothing
     records = {p: p.read_bytes() for p in A.STAGE_RECORDS.path(cfg).iterdir()}
     planned = runner.run(run_config, {"interpolate.orders": ["first_to_last"]}, log=quiet, dry_run=True)
-    assert planned["03_interpolate"] == "would run: changed: config interpolate"
+    assert planned["03_interpolate"] == "would run: changed: config interpolate, evaluate"
     assert reruns(planned) == RUN[2:] and planned["04_evaluate"] == "would run: an earlier stage runs"
     assert records == {p: p.read_bytes() for p in A.STAGE_RECORDS.path(cfg).iterdir()}
 
@@ -89,9 +122,10 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
     assert planned["04_evaluate"] == "would run: outputs changed outside the runner: metrics.csv"
     assert reruns(planned) == RUN[3:]
 
-    # a changed evaluation setting re-runs evaluation and what follows, not pruning or distillation
+    # a changed evaluation setting re-runs interpolation (KLPatch calibrates with evaluate's batch and precision),
+    # evaluation and what follows, not pruning or distillation
     changed = runner.run(run_config, {"evaluate.eval_tokens": 128}, log=quiet)
-    assert reruns(changed) == RUN[3:]
+    assert reruns(changed) == RUN[2:]
     weights = A.STUDENT.path(cfg) / "model.safetensors"
     weights.write_bytes(weights.read_bytes())
     planned = runner.run(run_config, log=quiet, dry_run=True)

@@ -35,9 +35,9 @@ from ..config import ConfigError, DistillConfig, RunConfig, load_config, parse_o
 from ..core.arch import adapter_for, decoder_layers, hidden_states
 from ..core.patch import patch
 from ..core.prune import Layout, read_layout, save_student
-from ..device import AUTOCAST_DTYPES, autocast, default_device
+from ..device import autocast, compute_dtype, default_device, resolve
 from ..io import write_csv
-from ..progress import progress
+from ..progress import note, progress
 from ..provenance import code_digests
 from ..sources.teacher import load_teacher
 from ..sources.text import train_batches
@@ -45,6 +45,7 @@ from . import checkpoint
 from .checkpoint import Ranks
 from .loss import Batch, Step, Term, objective, total_loss
 
+TIMED = 3  # steps after the first (a warm-up) that the time estimate is taken from
 LOG_COLUMNS = ["step", "tokens", "lr", "grad_norm", "loss", "ce", "kl", "cos", "tail", "extra_layers", "tokens_per_s"]
 
 
@@ -89,7 +90,7 @@ def _cast_teacher_matrices(teacher: nn.Module, precision: str) -> None:
     """The frozen teacher's decoder matrices in the autocast dtype once, rather than at every product of every
     step (autocast caches casts only of weights that need gradients). Training runs the teacher's layers only
     under autocast, which would cast them to exactly this; embeddings, norms and the head stay as they are."""
-    dtype = AUTOCAST_DTYPES.get(precision)
+    dtype = compute_dtype(precision, next(teacher.parameters()).device)
     if dtype is None:
         return
     for module in decoder_layers(teacher).modules():
@@ -183,11 +184,15 @@ def checkpoint_root(cfg: RunConfig):
     return CHECKPOINTS.path(cfg) / cfg.digest("seed", "teacher", "prune", "data", "distill") / code
 
 
-def train(cfg: RunConfig, stop_after: int | None = None, log=print) -> pd.DataFrame:
+def train(cfg: RunConfig, stop_after: int | None = None, log=note) -> pd.DataFrame:
     """Distil `runs/<run>/student_init` into `runs/<run>/student`, logging every step to `distill_log.csv`;
     returns the log. Resumes from the newest checkpoint of the same config and code. `stop_after` ends the
     run early after that many steps (a real interruption resumes the same way)."""
     d = cfg.distill
+    if not (STUDENT_INIT.path(cfg) / "config.json").exists():
+        raise ConfigError(f"run {cfg.name!r} has no pruned student to distil ({STUDENT_INIT.path(cfg)}): run stage "
+                          f"01_prune first, e.g. python -m boomerang.pipeline --config <this config>, which runs "
+                          "every stage in order")
     ranks, device = _processes(d)
     if ranks.world != d.num_processes:
         raise ConfigError(f"distill.num_processes is {d.num_processes} but {ranks.world} process(es) were started")
@@ -222,8 +227,8 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=print) -> pd.DataFr
     tokens_per_step = d.batch_size * d.grad_accum * ranks.world * cfg.data.seq_len
     last = d.steps if stop_after is None else min(d.steps, stop_after)
     clock = time.perf_counter()
-    steps = range(start, last)
-    for step in progress(steps, initial=start, total=d.steps, desc="distill") if ranks.main else steps:
+    bar = progress(range(start, last), initial=start, total=d.steps, desc="distill", unit="step", disable=not ranks.main)
+    for step in bar:
         logged: dict[str, float] = {}
         for micro in range(d.grad_accum):
             input_ids = next(batches).to(device)
@@ -257,9 +262,15 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=print) -> pd.DataFr
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-        elapsed = time.perf_counter() - clock
+        now = time.perf_counter()
         rows.append({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr, "grad_norm": grad_norm,
-                     **logged, "tokens_per_s": (step + 1 - start) * tokens_per_step / elapsed})
+                     **logged, "tokens_per_s": (step + 1 - start) * tokens_per_step / (now - clock)})
+        if ranks.main:
+            bar.set_postfix({"loss": f"{logged['loss']:.3g}", "tokens/s": f"{rows[-1]['tokens_per_s']:.0f}"}, refresh=False)
+            if step == start:  # the first step warms up
+                warm = now
+            if step == start + TIMED and last > step + 1:
+                _estimate(log, cfg, last - step - 1, (now - warm) / TIMED, tokens_per_step, device)
         done = step + 1 == last
         if (step + 1) % d.checkpoint_every == 0 or done:
             if ranks.main:
@@ -281,6 +292,15 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=print) -> pd.DataFr
     return _log_frame(rows)
 
 
+def _estimate(log, cfg: RunConfig, steps_left: int, step_seconds: float, tokens_per_step: int, device) -> None:
+    """What the rest of the run will take on this machine, from measured steps."""
+    precision = resolve(cfg.distill.mixed_precision, device)
+    minutes = steps_left * step_seconds / 60
+    left = f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.1f} min"
+    log(f"distilling {steps_left} more steps of {tokens_per_step:,} tokens in {'fp32' if precision == 'no' else precision} "
+        f"on {device.type}: {step_seconds:.2f} s a step here, so about {left} more")
+
+
 def _log_frame(rows: list[dict]) -> pd.DataFrame:
     """The log with its columns in one order, however a resumed run's rows were stored."""
     frame = pd.DataFrame(rows)
@@ -293,7 +313,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--override", default="{}", help='JSON of dotted overrides, e.g. \'{"distill.steps": 10}\'')
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, parse_overrides(args.override))
+        train(load_config(args.config, parse_overrides(args.override)))
     except ConfigError as err:
         sys.exit(f"error: {err}")
-    train(cfg)

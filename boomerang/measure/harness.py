@@ -20,6 +20,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from ..config import LmEvalConfig, RunConfig
+from ..device import compute_dtype
 from ..family import Family
 from ..io import cache_dir, write_json
 from ..sources.text import heldout_texts
@@ -74,7 +75,8 @@ class QuietHFLM(HFLM):
 def harness_model(model: torch.nn.Module, tokenizer, cfg: LmEvalConfig) -> QuietHFLM:
     """The model for lm-eval, its matrix products in the run's mixed precision and its log-probabilities in
     float32 (in bf16 their sums round: a bf16 teacher and its student got the same wikitext perplexity)."""
-    mixed = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.mixed_precision)
+    dtype = compute_dtype(cfg.mixed_precision, next(model.parameters()).device)
+    mixed = None if dtype is None else str(dtype).removeprefix("torch.")
     return QuietHFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size, mixed_precision_dtype=mixed,
                      softmax_dtype="float32")
 

@@ -14,7 +14,7 @@ from torch import nn
 from ..config import Precision
 from ..core.arch import adapter_for, hidden_states
 from ..core.patch import FIXED_ORDERS
-from ..device import AUTOCAST_DTYPES, autocast
+from ..device import autocast, compute_dtype
 from ..family import Family
 from ..progress import progress
 from .blockwise import Blockwise
@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 @torch.no_grad()
 def perplexity(model: nn.Module, blocks: torch.Tensor, batch_size: int = 8,
-               mixed_precision: Precision = "bf16") -> dict[str, float]:
+               mixed_precision: Precision = "auto") -> dict[str, float]:
     """Token-level perplexity of packed blocks (every token real), with the standard error of the mean NLL
     over blocks."""
     device = next(model.parameters()).device
@@ -49,7 +49,7 @@ def perplexity(model: nn.Module, blocks: torch.Tensor, batch_size: int = 8,
 def block_nll(final: torch.Tensor, batch: torch.Tensor, head: nn.Module, mixed_precision: Precision) -> torch.Tensor:
     """The mean next-token NLL of each block of `batch`, from the model's final post-norm states. The LM head
     runs on `HEAD_CHUNK` tokens at a time: the (tokens x vocabulary) logits of a batch are gigabytes in fp32."""
-    dtype = AUTOCAST_DTYPES.get(mixed_precision)
+    dtype = compute_dtype(mixed_precision, final.device)
     weight, bias = ((None if t is None else t.to(dtype or t.dtype)) for t in (head.weight, head.bias))  # cast once
     losses = []
     final, targets = final[:, :-1].flatten(0, 1), batch[:, 1:].flatten()

@@ -20,6 +20,8 @@ from ..measure.perplexity import BETWEEN_TOLERANCE, interpolation_curve
 from .sweeps import PRESET, Sweep
 
 TEMPLATES = REPO_ROOT / "docs" / "templates"
+CHECK_TABLES = (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
+COMPARED = (A.METRICS, *CHECK_TABLES, A.RUN_RECORD)  # what a run's record reads of the runs it is set beside
 RECIPE_RECORD = "recipe_search.csv"
 README_END = "<!-- end of checks -->"
 
@@ -65,6 +67,47 @@ def lm_eval_by_model(scores: pd.DataFrame) -> pd.DataFrame:
     return wide.sort_values(["num_layers", "method"])
 
 
+def run_checks(cfg: RunConfig) -> pd.DataFrame:
+    return pd.concat([pd.read_csv(a.path(cfg)) for a in CHECK_TABLES if a.path(cfg).exists()], ignore_index=True)
+
+
+def how_it_ran(cfg: RunConfig) -> pd.DataFrame | None:
+    """Each stage's seconds, precision, device and code version (`stages.csv`, written by the runner)."""
+    path = A.RUN_RECORD.path(cfg)
+    return pd.read_csv(path, keep_default_na=False) if path.exists() else None
+
+
+def side_by_side(cfg: RunConfig, other: str) -> dict[str, pd.DataFrame] | None:
+    """This run beside run `other` (the same preset in another precision, say): held-out perplexity of every
+    model both measured, every check, and each stage's time; None when `other` has no results."""
+    there = cfg.model_copy(update={"name": other})
+    if not A.METRICS.path(there).exists():
+        return None
+    names = (cfg.name, other)
+    keys = ["method", "order", "k", "num_layers"]
+
+    def perplexities(run: RunConfig) -> pd.DataFrame:
+        m = pd.read_csv(A.METRICS.path(run))
+        return m[(m.task == "heldout") & (m.metric == "perplexity")][keys + ["value"]]
+
+    ppl = perplexities(cfg).merge(perplexities(there), on=keys, suffixes=names)
+    ppl = ppl.rename(columns={f"value{n}": n for n in names}).sort_values(["order", "k", "method"])
+    ppl["ratio"] = ppl[other] / ppl[cfg.name]
+    checks = run_checks(cfg).merge(run_checks(there), on=["claim", "scope", "rule"], how="outer", suffixes=names)
+    checks = checks[["claim", "scope", "rule"] + [f"{c}{n}" for n in names for c in ("value", "holds")]]
+    checks.columns = ["claim", "scope", "rule"] + [f"{c} ({n})" for n in names for c in ("value", "holds")]
+    records = {n: how_it_ran(r) for n, r in zip(names, (cfg, there))}
+    runs = pd.DataFrame([{"run": n, "precision": ", ".join(sorted({p for p in r.precision if p})),
+                          "device": r.device.iloc[0], "code": ", ".join(sorted(set(r.code))),
+                          "minutes": round(r.seconds.sum() / 60, 1)}
+                         for n, r in records.items() if r is not None and len(r)])
+    times = None
+    if all(r is not None for r in records.values()):
+        times = pd.concat({n: r.set_index("stage").seconds for n, r in records.items()}, axis=1).reset_index()
+        times.columns = ["stage"] + [f"{n} (s)" for n in names]
+    return {"runs": runs, "times": times, "perplexity": ppl, "checks": checks}
+
+
 def write_run_doc(cfg: RunConfig) -> Path:
     """docs/runs/<run>.md from the run's results/ and figures/."""
     doc = A.RUN_DOC.path(cfg)
@@ -83,7 +126,8 @@ def write_run_doc(cfg: RunConfig) -> Path:
             orders={o: perplexity_by_size(metrics, o) for o in cfg.interpolate.orders},
             checks=read(A.CHECKS), lm_eval=lm_eval_by_model(scores) if scores is not None and len(scores) else None,
             lm_eval_checks=read(A.LM_EVAL_CHECKS), alignment_checks=read(A.ALIGNMENT_CHECKS), figures=figures,
-            tolerance=BETWEEN_TOLERANCE, record=pd.read_csv(record) if record.exists() else None)
+            tolerance=BETWEEN_TOLERANCE, record=pd.read_csv(record) if record.exists() else None,
+            ran=how_it_ran(cfg), compared={other: side_by_side(cfg, other) for other in cfg.compare_with})
     return doc
 
 
@@ -96,8 +140,7 @@ def refresh_readme(cfg: RunConfig) -> None:
         return
     head, rest = text.split(start, 1)
     _, tail = rest.split(README_END, 1)
-    checks = pd.concat([pd.read_csv(a.path(cfg)) for a in (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
-                        if a.path(cfg).exists()], ignore_index=True)
+    checks = run_checks(cfg)
     columns = ["claim", "scope", "value", "rule", "holds"]
     write_text(path, f"{head}{start}\n{table(checks[columns])}\n{README_END}{tail}")
 

@@ -14,17 +14,22 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill as pm
 from papermill.exceptions import PapermillExecutionError
 
-from ..artefacts import EXECUTED, STAGE_RECORDS
+from ..artefacts import EXECUTED, PROGRESS, RUN_RECORD, STAGE_RECORDS
 from ..config import REPO_ROOT, ConfigError, RunConfig, load_config, parse_overrides, resolve_preset
-from ..io import read_json, write_json, write_text
+from ..device import PRECISION_SECTIONS, default_device, describe, resolve_run
+from ..io import read_json, write_csv, write_json, write_text
+from ..progress import CHANNEL, follow
 from ..provenance import code_digests, fingerprint
 from .preflight import preflight
 from .stages import Stage, stages
@@ -44,10 +49,22 @@ def code_cells(notebook: dict) -> str:
 
 def key_parts(cfg: RunConfig, stage: Stage, notebook: dict, upstream: str) -> dict:
     """Everything a stage's result depends on, by part, so that a dry run can say which part changed."""
-    return {"config": cfg.digest(*stage.sections) if stage.sections else "",
-            "code": code_digests(stage.run),
-            "notebook": hashlib.sha256(code_cells(notebook).encode()).hexdigest()[:16],
-            "upstream": upstream}
+    parts = {"config": cfg.digest(*stage.sections) if stage.sections else "",
+             "code": code_digests(stage.run),
+             "notebook": hashlib.sha256(code_cells(notebook).encode()).hexdigest()[:16],
+             "upstream": upstream}
+    if stage.elsewhere:
+        parts["elsewhere"] = content_digest(stage.elsewhere(cfg))
+    return parts
+
+
+def content_digest(paths: list[Path]) -> str:
+    """A hash of the files' contents (a missing file counts as such): other runs' results a stage reads."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(f"{path.parent.name}/{path.name}\0".encode())
+        h.update(path.read_bytes() if path.is_file() else b"\0missing")
+    return h.hexdigest()[:16]
 
 
 def stage_key(parts: dict) -> str:
@@ -73,6 +90,8 @@ def why_not_cached(record: dict | None, parts: dict, cfg: RunConfig, stage: Stag
         return "changed: " + "; ".join(changed)
     if old.get("upstream") != parts["upstream"]:
         return "an earlier stage's result changed"
+    if old.get("elsewhere") != parts.get("elsewhere"):
+        return "results of another run it reads changed"
     now = fingerprint(outputs(cfg, stage))
     touched = sorted(Path(p).name for p in set(now) | set(record.get("outputs", {}))
                      if now.get(p) != record.get("outputs", {}).get(p))
@@ -94,9 +113,10 @@ def notebook_path_argument(config: str | Path) -> str:
 
 
 @contextlib.contextmanager
-def _kernel_environment():
-    saved = {k: os.environ.get(k) for k in KERNEL_ENV}
-    os.environ.update(KERNEL_ENV)
+def _kernel_environment(extra: dict[str, str]):
+    env = {**KERNEL_ENV, **extra}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield
     finally:
@@ -111,8 +131,7 @@ def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...
         notebooks: Path = NOTEBOOKS, log=print, dry_run: bool = False) -> dict[str, str]:
     """Execute the stages of `group`; returns each stage's outcome ('cached', 'ran in Ns', or with
     `dry_run` 'would run: <why>', running and writing nothing)."""
-    overrides = overrides or {}
-    cfg = load_config(config, overrides)
+    cfg, overrides = decide_precision(load_config(config, overrides or {}), overrides or {}, log)
     todo = stages(group)
     unknown = set(force) - {s.name for s in todo}
     if unknown:
@@ -141,12 +160,58 @@ def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...
             checked = True
         log(f"[{stage.name}] running ({why}) ...")
         record_path.unlink(missing_ok=True)  # until it succeeds, the stage is not done
-        seconds = _execute(stage, notebook, cfg, config, overrides, notebooks)
+        with follow(PROGRESS.path(cfg), lambda line: log(f"[{stage.name}] {line}")):
+            seconds = _execute(stage, notebook, cfg, config, overrides, notebooks)
         write_json(record_path, {"key": key, "parts": parts, "outputs": fingerprint(outputs(cfg, stage)),
                                  "seconds": round(seconds, 1)})
+        record_stage(cfg, stage, seconds)
         outcome[stage.name] = f"ran in {seconds:.0f}s"
         log(f"[{stage.name}] done in {seconds:.0f}s")
     return outcome
+
+
+def decide_precision(cfg: RunConfig, overrides: dict, log) -> tuple[RunConfig, dict]:
+    """The run's precisions decided once, here (`auto`: bf16 where the device has it natively, else fp32),
+    and the overrides that hand the decision to every stage's kernel, so that all compute alike."""
+    cfg, notes = resolve_run(cfg)
+    for line in notes:
+        log(f"precision: {line}")
+    decided = {f"{s}.mixed_precision": getattr(cfg, s).mixed_precision for s in PRECISION_SECTIONS}
+    return cfg, {**overrides, **decided}
+
+
+def code_version() -> str:
+    """The commit the package ran from (`+changes` when the work tree differs), for a run's record."""
+    try:
+        git = lambda *args: subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,  # noqa: E731
+                                           check=True).stdout.strip()
+        return git("rev-parse", "--short=7", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        from .. import __version__
+        return f"boomerang {__version__}"
+
+
+def record_stage(cfg: RunConfig, stage: Stage, seconds: float) -> None:
+    """A stage's row in `results/<run>/stages.csv`: how long it took, on what, in which precision, from which
+    code. A cached stage keeps the row of the run that made its results."""
+    path = RUN_RECORD.path(cfg)
+    rows = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    rows = rows[rows.stage != stage.name] if len(rows) else rows
+    row = {"stage": stage.name, "seconds": round(seconds, 1), "precision": _precisions(cfg, stage),
+           "device": describe(default_device()), "code": code_version(),
+           "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    order = {s.name: i for i, s in enumerate(stages("run") + stages("experiments"))}
+    rows = pd.concat([rows, pd.DataFrame([row])], ignore_index=True)
+    write_csv(path, rows.sort_values("stage", key=lambda s: s.map(order)).reset_index(drop=True))
+
+
+def _precisions(cfg: RunConfig, stage: Stage) -> str:
+    """The precision of the sections the stage reads (fp32 for `no`); empty where it names none (the models
+    compute in their weights' dtype)."""
+    read = [s for s in PRECISION_SECTIONS if s in stage.sections]
+    names = {"no": "fp32"}
+    used = sorted({names.get(getattr(cfg, s).mixed_precision, getattr(cfg, s).mixed_precision) for s in read})
+    return ", ".join(used)
 
 
 def _execute(stage: Stage, notebook: dict, cfg: RunConfig, config, overrides: dict, notebooks: Path) -> float:
@@ -154,7 +219,7 @@ def _execute(stage: Stage, notebook: dict, cfg: RunConfig, config, overrides: di
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        with _kernel_environment():
+        with _kernel_environment({CHANNEL: str(PROGRESS.path(cfg))}):
             pm.execute_notebook(notebook, output, cwd=str(notebooks), kernel_name="python3",
                                 parameters={"config": notebook_path_argument(config), "overrides": overrides},
                                 progress_bar=False, log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -19,6 +20,7 @@ from ..config import RunConfig
 from ..core.arch import num_layers, parameter_counts, ties_embeddings
 from ..core.patch import FIXED_ORDERS, endpoint_gaps, export_round_trip, interpolants, unique_tensor_bytes
 from ..core.prune import build_student, layout_from_config, read_layout, save_student
+from ..device import resolve_run
 from ..distill.train import train
 from ..family import Family
 from ..io import write_csv, write_json
@@ -49,6 +51,8 @@ class Stage:
     reads: tuple[Artefact, ...]
     writes: tuple[Artefact, ...]
     group: Literal["run", "experiments"]
+    elsewhere: Callable[[RunConfig], list[Path]] | None = None  # files of other runs it reads
+
 
     @property
     def notebook(self) -> str:
@@ -59,10 +63,11 @@ STAGES: list[Stage] = []
 
 
 def stage(name: str, sections: tuple[str, ...] = (), reads: tuple[Artefact, ...] = (),
-          writes: tuple[Artefact, ...] = (), group: Literal["run", "experiments"] = "run"):
+          writes: tuple[Artefact, ...] = (), group: Literal["run", "experiments"] = "run",
+          elsewhere: Callable[[RunConfig], list[Path]] | None = None):
     """Declare a stage function and register it, in definition order."""
     def register(fn):
-        STAGES.append(Stage(name, fn, sections, reads, writes, group))
+        STAGES.append(Stage(name, fn, sections, reads, writes, group, elsewhere))
         return fn
     return register
 
@@ -110,15 +115,15 @@ def distill(cfg: RunConfig) -> pd.DataFrame | None:
     if cfg.distill.num_processes == 1:
         train(cfg)
     else:
-        resolved = A.RESOLVED_CONFIG.path(cfg)
-        write_json(resolved, cfg.model_dump(mode="json"))
+        resolved = A.RESOLVED_CONFIG.path(cfg)  # every process computes in the precision decided here
+        write_json(resolved, resolve_run(cfg)[0].model_dump(mode="json"))
         subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
                         str(cfg.distill.num_processes), "-m", "boomerang.distill", "--config", str(resolved)],
                        check=True)
     return pd.read_csv(A.DISTILL_LOG.path(cfg))
 
 
-@stage("03_interpolate", ("interpolate",), reads=(A.STUDENT,), writes=(A.INTERPOLANTS, A.EXPORTS))
+@stage("03_interpolate", ("interpolate", "evaluate"), reads=(A.STUDENT,), writes=(A.INTERPOLANTS, A.EXPORTS))
 def interpolate(cfg: RunConfig) -> dict[str, Any]:
     """Every size along each order (KLPatch's chosen here, on calibration text), with checks that make the
     method's promises concrete: both endpoints reproduce teacher and student exactly, all sizes together
@@ -197,7 +202,7 @@ def alignment(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     return {"alignment": table, "checks": checks}
 
 
-@stage("07_sizes", ("sizes",), reads=(A.STUDENT, A.INTERPOLANTS, A.METRICS),
+@stage("07_sizes", ("sizes", "evaluate"), reads=(A.STUDENT, A.INTERPOLANTS, A.METRICS),
        writes=(A.ORDERS, A.OPTIMUM, A.COST, figure("fig_orders"), figure("fig_frontier")))
 def sizes(cfg: RunConfig) -> dict[str, pd.DataFrame | None]:
     """Beyond the paper, for a practitioner choosing a size: every order at every size (KLPatch against the
@@ -224,9 +229,15 @@ def sizes(cfg: RunConfig) -> dict[str, pd.DataFrame | None]:
     return {"orders": orders, "optimum": optimum, "cost": cost}
 
 
-@stage("08_report", (), reads=(A.DISTILL_LOG, A.METRICS, A.LM_EVAL, A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS),
+def compared_results(cfg: RunConfig) -> list[Path]:
+    """The results of the runs this run's record is set beside (`compare_with`)."""
+    return [a.path(cfg.model_copy(update={"name": other})) for other in cfg.compare_with for a in docs.COMPARED]
+
+
+@stage("08_report", ("compare_with",), reads=(A.DISTILL_LOG, A.METRICS, A.LM_EVAL, A.CHECKS, A.LM_EVAL_CHECKS,
+                                            A.ALIGNMENT_CHECKS, A.RUN_RECORD),
        writes=(figure("distill_log"), figure("fig2_interpolation_vs_naive_pruning"), figure("fig2_lm_eval"),
-               A.RUN_DOC, A.README))
+               A.RUN_DOC, A.README), elsewhere=compared_results)
 def report(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     """The distillation curves, Fig. 2 for this run (held-out perplexity, and every lm-eval task or the
     paper's averages), the run's record in docs/ and, where the README names the run, its checks there;
@@ -239,8 +250,7 @@ def report(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     panels = panel_scores(scores)
     if len(panels):
         plots.save(plots.harness_figure(panels), cfg.figures_dir, "fig2_lm_eval")
-    checks = pd.concat([pd.read_csv(a.path(cfg)) for a in (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
-                        if a.path(cfg).exists()], ignore_index=True)
+    checks = docs.run_checks(cfg)
     docs.write_run_doc(cfg)
     docs.refresh_readme(cfg)
     return {"panels": panels, "checks": checks}

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import TeacherConfig
-from ..device import default_device
+from ..device import default_device, weights_dtype
 from ..io import atomic_path, cache_dir
 
 
@@ -67,6 +67,7 @@ def load_teacher(cfg: TeacherConfig, device: str | torch.device | None = None
     """The frozen teacher in eval mode on `device` (default: `default_device()`), and its tokenizer."""
     path = teacher_path(cfg)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype))
-    model.to(device or default_device()).eval().requires_grad_(False)
+    device = device or default_device()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype(cfg.dtype, device))
+    model.to(device).eval().requires_grad_(False)
     return model, tokenizer
