@@ -47,7 +47,7 @@ def note(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
     else:
         with channel:
-            channel.write(message + "\n")
+            channel.write(f"\n{message}\n")  # a line of its own after a bar's last redraw
 
 
 class follow:
