@@ -65,6 +65,14 @@ def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released
     assert planned["experiments"]["11_experiments"] == "would run: forced"
 
 
+def test_a_bad_variant_stops_the_sweep_before_any_run(run_config, tmp_path):
+    sweep = write_sweep(tmp_path / "sweep.yaml", run_config.name, {"fine": {"overrides": {"distill.steps": 2}},
+                                                                   "typo": {"overrides": {"distill.stepz": 2}}})
+    with pytest.raises(ConfigError, match=r"sweep sweep.yaml, variant 'typo': tiny.yaml: unknown key 'distill.stepz'"):
+        run_sweep(sweep, log=lambda *_: None)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
 def curve(student, interp, teacher=10.0, naive=1000.0, order="first_to_last"):
     rows = [{"method": "student", "order": "none", "k": 0, "num_layers": 2, "value": student},
             {"method": "teacher", "order": "none", "k": 3, "num_layers": 5, "value": teacher}]

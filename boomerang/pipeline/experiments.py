@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import ConfigError, parse_overrides
+from ..config import ConfigError, load_config, parse_overrides
 from . import runner
 from .stages import stages
 from .sweeps import PRESET, read_sweep
@@ -32,10 +32,16 @@ def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, force: tupl
     unknown = set(only or ()) - set(sweep.variants)
     if unknown:
         raise ConfigError(f"unknown variant(s) {sorted(unknown)}; the sweep has {sorted(sweep.variants)}")
+    chosen = [name for name in sweep.variants if only is None or name in only]
+    for name in chosen:  # every run's config is checked before the first one starts
+        try:
+            load_config(sweep.preset, {**overrides, **sweep.overrides(name)})
+        except ConfigError as err:
+            raise ConfigError(f"sweep {Path(path).name}, variant {name!r}: {err}") from None
     run_stages = set(force) & {s.name for s in stages("run")}
     outcome = {PRESET: runner.run(sweep.preset, overrides, force=tuple(run_stages), log=log, dry_run=dry_run)}
     for i, name in enumerate(sweep.variants, 1):
-        if only is not None and name not in only:
+        if name not in chosen:
             continue
         log(f"=== variant {i}/{len(sweep.variants)}: {name}")
         outcome[name] = runner.run(sweep.preset, {**overrides, **sweep.overrides(name)}, force=tuple(run_stages),
