@@ -42,6 +42,7 @@ CHECKPOINTS = Artefact("runs", "checkpoints")
 EXPORTS = Artefact("runs", "interpolated")
 STAGE_RECORDS = Artefact("runs", "stages")
 RESOLVED_CONFIG = Artefact("runs", "config.json")  # what processes launched by a stage read
+LOCK = Artefact("runs", "lock")  # held while a pipeline or a distillation writes the run
 PROGRESS = Artefact("runs", "progress.log")  # a running stage's progress lines, which the runner prints
 # results/<run>/
 RUN_RECORD = Artefact("results", "stages.csv")  # each stage's time, device, precision and code version

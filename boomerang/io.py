@@ -1,10 +1,14 @@
 """Files: atomic writes (every file or directory appears complete or not at all, so an interrupted run never
-leaves a half-written artefact that a later stage would trust) and the shared cache directory."""
+leaves a half-written artefact that a later stage would trust), one writer per run, and the shared cache
+directory."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import sys
+import time
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import REPO_ROOT
+from .config import REPO_ROOT, ConfigError
 
 
 def cache_dir() -> Path:
@@ -34,6 +38,38 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+HELD = "BOOMERANG_HOLDS"  # the lock file a parent process holds for the processes it starts
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, what: str) -> Iterator[None]:
+    """Hold `path` as a lock while the block runs, or refuse at once, naming the process that holds it. The
+    kernel drops the lock when its holder dies, so a killed run never blocks the next one; processes started
+    inside the block (`HELD` names the lock in their environment) are the holder's own and pass."""
+    path = Path(path)
+    if os.environ.get(HELD) == str(path.resolve()):
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise ConfigError(f"{what} is already running ({f.read().strip() or 'another process'}); wait for it "
+                              f"to finish or stop it (its lock: {path})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}: {' '.join(sys.argv)}"[:300])
+        f.flush()
+        saved = os.environ.get(HELD)
+        os.environ[HELD] = str(path.resolve())
+        try:
+            yield
+        finally:
+            os.environ.pop(HELD) if saved is None else os.environ.__setitem__(HELD, saved)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -2,6 +2,7 @@
 naming its key, file or stage, or handled, and nothing untrustworthy is left on disk or recorded."""
 import json
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -156,6 +157,27 @@ def test_distilling_before_pruning_names_the_stage_and_the_command(run_config, c
     with pytest.raises(SystemExit, match="error: run 'tiny' has no pruned student to distil .*student_init.*run stage "
                        "01_prune first, e.g. python -m boomerang.pipeline"):
         distill_main(["--config", str(run_config)])
+
+
+def test_a_second_run_of_a_run_name_is_refused_at_once_and_a_killed_one_blocks_nothing(run_config):
+    from boomerang.distill.train import main as distill_main
+    from boomerang.io import exclusive
+    from boomerang.pipeline import runner
+    lock = A.LOCK.path(load_config(run_config))
+    hold = f"from boomerang.io import exclusive\nimport time\nwith exclusive({str(lock)!r}, 'a run'):\n" \
+           "    print('held', flush=True)\n    time.sleep(120)"
+    first = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline() == "held\n"
+        with pytest.raises(ConfigError, match=rf"a pipeline of run 'tiny' is already running \(pid {first.pid}, since "):
+            runner.run(run_config, log=lambda *_: None)
+        with pytest.raises(SystemExit, match=rf"error: run 'tiny' is already running \(pid {first.pid}, .*its lock: "):
+            distill_main(["--config", str(run_config)])
+    finally:
+        first.kill()
+        first.wait()
+    with exclusive(lock, "a run"):  # the killed run's lock went with it
+        pass
 
 
 def test_export_before_the_run_names_the_missing_student(run_config, tmp_path):

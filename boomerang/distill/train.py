@@ -30,13 +30,13 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
 
-from ..artefacts import CHECKPOINTS, DISTILL_LOG, STUDENT, STUDENT_INIT
+from ..artefacts import CHECKPOINTS, DISTILL_LOG, LOCK, STUDENT, STUDENT_INIT
 from ..config import ConfigError, DistillConfig, RunConfig, load_config, parse_overrides
 from ..core.arch import adapter_for, decoder_layers, hidden_states
 from ..core.patch import patch
 from ..core.prune import Layout, read_layout, save_student
 from ..device import autocast, compute_dtype, default_device, resolve
-from ..io import write_csv
+from ..io import exclusive, write_csv
 from ..progress import note, progress
 from ..provenance import code_digests
 from ..sources.teacher import load_teacher
@@ -313,6 +313,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--override", default="{}", help='JSON of dotted overrides, e.g. \'{"distill.steps": 10}\'')
     args = parser.parse_args(argv)
     try:
-        train(load_config(args.config, parse_overrides(args.override)))
+        cfg = load_config(args.config, parse_overrides(args.override))
+        first = os.environ.get("RANK", "0") == "0"  # torchrun's other processes are the first one's
+        with exclusive(LOCK.path(cfg), f"run {cfg.name!r}") if first else nullcontext():
+            train(cfg)
     except ConfigError as err:
         sys.exit(f"error: {err}")

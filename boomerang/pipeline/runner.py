@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from contextlib import nullcontext
 import hashlib
 import json
 import os
@@ -25,10 +26,10 @@ import pandas as pd
 import papermill as pm
 from papermill.exceptions import PapermillExecutionError
 
-from ..artefacts import EXECUTED, PROGRESS, RUN_RECORD, STAGE_RECORDS
+from ..artefacts import EXECUTED, LOCK, PROGRESS, RUN_RECORD, STAGE_RECORDS
 from ..config import REPO_ROOT, ConfigError, RunConfig, load_config, parse_overrides, resolve_preset
 from ..device import PRECISION_SECTIONS, default_device, describe, resolve_run
-from ..io import read_json, write_csv, write_json, write_text
+from ..io import exclusive, read_json, write_csv, write_json, write_text
 from ..progress import CHANNEL, follow
 from ..provenance import code_digests, fingerprint
 from .preflight import preflight
@@ -136,38 +137,40 @@ def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...
     unknown = set(force) - {s.name for s in todo}
     if unknown:
         raise ConfigError(f"--force names no stage of this run: {sorted(unknown)}; stages: {[s.name for s in todo]}")
-    outcome, invalidated, key, checked = {}, False, "", False
-    for stage in todo:
-        # the notebook is read once: key and execution see the same source, even if it is edited meanwhile
-        notebook = nbformat.read(notebooks / stage.notebook, as_version=4)
-        parts = key_parts(cfg, stage, notebook, key)
-        key = stage_key(parts)
-        record_path = STAGE_RECORDS.path(cfg) / f"{stage.name}.json"
-        record = read_json(record_path) if record_path.exists() else None
-        why = ("forced" if stage.name in force else "an earlier stage runs" if invalidated
-               else why_not_cached(record, parts, cfg, stage))
-        if why is None:
-            outcome[stage.name] = "cached"
-            log(f"[{stage.name}] cached")
-            continue
-        invalidated = True
-        if dry_run:
-            outcome[stage.name] = f"would run: {why}"
-            log(f"[{stage.name}] would run: {why}")
-            continue
-        if not checked:
-            preflight(cfg, log)
-            checked = True
-        log(f"[{stage.name}] running ({why}) ...")
-        record_path.unlink(missing_ok=True)  # until it succeeds, the stage is not done
-        with follow(PROGRESS.path(cfg), lambda line: log(f"[{stage.name}] {line}")):
-            seconds = _execute(stage, notebook, cfg, config, overrides, notebooks)
-        write_json(record_path, {"key": key, "parts": parts, "outputs": fingerprint(outputs(cfg, stage)),
-                                 "seconds": round(seconds, 1)})
-        record_stage(cfg, stage, seconds)
-        outcome[stage.name] = f"ran in {seconds:.0f}s"
-        log(f"[{stage.name}] done in {seconds:.0f}s")
-    return outcome
+    lock = nullcontext() if dry_run else exclusive(LOCK.path(cfg), f"a pipeline of run {cfg.name!r}")
+    with lock:  # one writer per run: a second pipeline of the same run name is refused at once
+        outcome, invalidated, key, checked = {}, False, "", False
+        for stage in todo:
+            # the notebook is read once: key and execution see the same source, even if it is edited meanwhile
+            notebook = nbformat.read(notebooks / stage.notebook, as_version=4)
+            parts = key_parts(cfg, stage, notebook, key)
+            key = stage_key(parts)
+            record_path = STAGE_RECORDS.path(cfg) / f"{stage.name}.json"
+            record = read_json(record_path) if record_path.exists() else None
+            why = ("forced" if stage.name in force else "an earlier stage runs" if invalidated
+                   else why_not_cached(record, parts, cfg, stage))
+            if why is None:
+                outcome[stage.name] = "cached"
+                log(f"[{stage.name}] cached")
+                continue
+            invalidated = True
+            if dry_run:
+                outcome[stage.name] = f"would run: {why}"
+                log(f"[{stage.name}] would run: {why}")
+                continue
+            if not checked:
+                preflight(cfg, log)
+                checked = True
+            log(f"[{stage.name}] running ({why}) ...")
+            record_path.unlink(missing_ok=True)  # until it succeeds, the stage is not done
+            with follow(PROGRESS.path(cfg), lambda line: log(f"[{stage.name}] {line}")):
+                seconds = _execute(stage, notebook, cfg, config, overrides, notebooks)
+            write_json(record_path, {"key": key, "parts": parts, "outputs": fingerprint(outputs(cfg, stage)),
+                                     "seconds": round(seconds, 1)})
+            record_stage(cfg, stage, seconds)
+            outcome[stage.name] = f"ran in {seconds:.0f}s"
+            log(f"[{stage.name}] done in {seconds:.0f}s")
+        return outcome
 
 
 def decide_precision(cfg: RunConfig, overrides: dict, log) -> tuple[RunConfig, dict]:
