@@ -1,6 +1,7 @@
 """Bad inputs and faults, tried as a user would: each is refused before anything expensive with a message
 naming its key, file or stage, or handled, and nothing untrustworthy is left on disk or recorded."""
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -64,6 +65,15 @@ def test_a_layout_that_prunes_nothing_and_a_short_held_out_text_stop_the_preflig
     (short / "doc5.txt").write_text("Too short.")
     with pytest.raises(ConfigError, match=r"held-out documents \['doc5'\] have \d+ tokens, fewer than one block"):
         preflight(load_config(run_config, {"data.path": str(short)}))
+
+
+@pytest.mark.parametrize("task, close", [("boomerang_ofline", "close: ['boomerang_offline'"),
+                                         ("arc_esay", "close: ['arc_easy'")])
+def test_a_misspelt_lm_eval_task_stops_the_preflight_with_its_closest_names(run_config, task, close, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=rf"lm_eval.tasks names '{task}', which is no task, group or tag that "
+                       rf"lm-eval or this project knows; {re.escape(close)}"):
+        preflight(load_config(run_config, {"lm_eval.tasks": ["boomerang_offline", task]}))
 
 
 def test_more_processes_than_gpus_stop_the_preflight(run_config, monkeypatch, tmp_path):

@@ -2,6 +2,8 @@
 the text there, readable and long enough? Each failure names its cause and what to change."""
 from __future__ import annotations
 
+import difflib
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
@@ -9,10 +11,9 @@ from ..config import ConfigError, RunConfig
 from ..core.arch import adapter_for, decoder_layers, num_layers
 from ..core.prune import Layout, layout_from_config, read_layout
 from ..device import default_device
-from ..io import cache_dir
-from ..measure.tasks import build_tasks
+from ..measure.harness import task_manager
 from ..sources.teacher import teacher_path
-from ..sources.text import heldout_texts, pack, split_corpus
+from ..sources.text import pack, split_corpus
 
 RESEMBLANCE = 0.5  # a distilled layer keeps a cosine far above this to the teacher layer it was copied from
 
@@ -88,6 +89,7 @@ def preflight(cfg: RunConfig, log=print) -> None:
                           f"distillation runs one process per GPU; set it to at most {gpus} and raise "
                           f"distill.grad_accum to keep the global batch")
     if cfg.data.source == "hub":
+        check_tasks(cfg)
         return  # a streamed dataset is checked as it is read; the GPU box has the hub
     tokenizer = AutoTokenizer.from_pretrained(source)
     split = split_corpus(cfg.data, tokenizer)  # names an undecodable file or an unknown held-out document
@@ -104,8 +106,21 @@ def preflight(cfg: RunConfig, log=print) -> None:
         if wanted > held_out * seq:
             log(f"WARNING: {section}.eval_tokens = {wanted} but the held-out text has {held_out * seq} tokens in "
                 "blocks: every block is used")
-    if "boomerang_offline" in cfg.lm_eval.tasks or any(t.startswith("boomerang_") for t in cfg.lm_eval.tasks):
-        try:
-            build_tasks(heldout_texts(cfg.data), cache_dir() / "lm_eval_tasks", cfg.lm_eval.offline, cfg.seed)
-        except ValueError as err:
-            raise ConfigError(f"lm_eval.offline: {err}") from None
+    check_tasks(cfg)
+
+
+def check_tasks(cfg: RunConfig) -> None:
+    """Every `lm_eval.tasks` name is a task, group or tag of lm-eval's index or of this project's offline
+    tasks (built here, which checks `lm_eval.offline` against the held-out text); a misspelt one is named
+    with its closest matches, before any stage runs."""
+    if not cfg.lm_eval.tasks:
+        return
+    try:
+        known = task_manager(cfg).all_tasks
+    except ValueError as err:
+        raise ConfigError(f"lm_eval.offline: {err}") from None
+    for name in cfg.lm_eval.tasks:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=5)
+            raise ConfigError(f"lm_eval.tasks names {name!r}, which is no task, group or tag that lm-eval or this "
+                              f"project knows" + (f"; close: {close}" if close else ""))
