@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import sys
@@ -38,6 +39,41 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+MANIFEST = "MANIFEST.json"
+
+
+def write_manifest(directory: str | Path) -> None:
+    """Size and SHA-256 of every file in a directory the project built, written once it is complete, so
+    that a later reader can tell a whole cache from a truncated or altered one (`manifest_problem`)."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    write_json(directory / MANIFEST, {str(p.relative_to(directory)): [p.stat().st_size, _sha256(p)] for p in files})
+
+
+def manifest_problem(directory: str | Path) -> str | None:
+    """None when every file of the manifest is there with its size and hash; else what is wrong."""
+    directory = Path(directory)
+    if not (directory / MANIFEST).exists():
+        return f"no {MANIFEST} (an interrupted or older build)"
+    for name, (size, digest) in read_json(directory / MANIFEST).items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} when it was built"
+        if _sha256(path) != digest:
+            return f"{name} differs from what was built (SHA-256)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 HELD = "BOOMERANG_HOLDS"  # the lock file a parent process holds for the processes it starts

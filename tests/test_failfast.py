@@ -190,6 +190,28 @@ def test_a_second_run_of_a_run_name_is_refused_at_once_and_a_killed_one_blocks_n
         pass
 
 
+def test_a_cache_that_no_longer_matches_its_manifest_is_named_not_trusted(run_config):
+    from boomerang.io import manifest_problem, write_manifest
+    from boomerang.pipeline import runner
+    from boomerang.sources.teacher import cached_teacher
+    cfg = load_config(run_config, {"teacher.source": "gguf_wheel"})
+    cache = cached_teacher(cfg.teacher)
+    cache.mkdir(parents=True)
+    (cache / "config.json").write_text("{}")
+    (cache / "model.safetensors").write_bytes(bytes(100))
+    assert manifest_problem(cache) == "no MANIFEST.json (an interrupted or older build)"
+    write_manifest(cache)
+    assert manifest_problem(cache) is None
+    (cache / "model.safetensors").write_bytes(bytes(50))  # cut in half after it was built
+    assert manifest_problem(cache) == "model.safetensors has 50 bytes, 100 when it was built"
+    (cache / "model.safetensors").write_bytes(bytes(99) + b"x")
+    assert manifest_problem(cache) == "model.safetensors differs from what was built (SHA-256)"
+    lines = []
+    runner.run(run_config, {"teacher.source": "gguf_wheel"}, log=lines.append, dry_run=True)
+    assert f"the cached teacher {cache} fails its check (model.safetensors differs from what was built (SHA-256)): " \
+           "the run builds it again" in lines
+
+
 def test_export_before_the_run_names_the_missing_student(run_config, tmp_path):
     from boomerang.export import main as export_main
     with pytest.raises(SystemExit, match="has no distilled student at .*run the pipeline first"):

