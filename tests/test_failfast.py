@@ -76,6 +76,15 @@ def test_a_misspelt_lm_eval_task_stops_the_preflight_with_its_closest_names(run_
         preflight(load_config(run_config, {"lm_eval.tasks": ["boomerang_offline", task]}))
 
 
+def test_a_released_student_that_is_nowhere_is_named_with_its_key(run_config, monkeypatch):
+    import huggingface_hub
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as a user sets it, before the hub library is imported
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match=r"prune.student = 'Harvard-DCML/boomerang-nothing' is neither a directory "
+                       r"holding student_config.json nor a hub model that has one \(offline: HF_HUB_OFFLINE is set"):
+        preflight(load_config(run_config, {"prune.student": "Harvard-DCML/boomerang-nothing"}))
+
+
 def test_more_processes_than_gpus_stop_the_preflight(run_config, monkeypatch, tmp_path):
     monkeypatch.setattr("boomerang.pipeline.preflight.default_device", lambda: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -3,6 +3,7 @@ the text there, readable and long enough? Each failure names its cause and what 
 from __future__ import annotations
 
 import difflib
+import os
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -64,6 +65,18 @@ def check_released_student(path: str, teacher: PreTrainedModel, layout: Layout, 
     return student
 
 
+def released_layout(student: str) -> Layout:
+    """The layout of `prune.student`, a local directory or a hub id (on the hub, or in its cache offline);
+    what is missing is said with the key, not as a download's traceback."""
+    try:
+        return read_layout(student)
+    except (OSError, ValueError) as err:  # hub errors (not found, offline, a malformed id) are OSErrors
+        offline = " (offline: HF_HUB_OFFLINE is set, so only the hub cache is looked in)" \
+            if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+        raise ConfigError(f"prune.student = {student!r} is neither a directory holding student_config.json nor a "
+                          f"hub model that has one{offline}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+
+
 def preflight(cfg: RunConfig, log=print) -> None:
     """What a run needs from its inputs, checked from configs and text before any model is loaded."""
     source = teacher_path(cfg.teacher)
@@ -74,7 +87,7 @@ def preflight(cfg: RunConfig, log=print) -> None:
         raise ConfigError(f"teacher {cfg.teacher.name}: {err}") from None
     n = num_layers(teacher_config)
     if cfg.prune.student:
-        layout = read_layout(cfg.prune.student)
+        layout = released_layout(cfg.prune.student)
         check_student_config(teacher_config, AutoConfig.from_pretrained(cfg.prune.student), layout, cfg.prune.student)
     else:
         try:
