@@ -56,6 +56,8 @@ def test_values_are_typed_where_unambiguous(run_config):
 def test_a_layout_that_prunes_nothing_and_a_short_held_out_text_stop_the_preflight(run_config, corpus_dir, tmp_path):
     with pytest.raises(ConfigError, match="keeps all 6 teacher layers"):
         preflight(load_config(run_config, {"prune.layers": [0, 1, 2, 3, 4, 5]}))
+    with pytest.raises(ConfigError, match=r"data.heldout_documents must name documents of the corpus; unknown: "):
+        preflight(load_config(run_config, {"data.heldout_documents": ["doc9"]}))
     with pytest.raises(ConfigError, match="prune: .*must be strictly increasing.*the teacher has 6 layers"):
         preflight(load_config(run_config, {"prune.layers": [0, 3, 2]}))
     short = tmp_path / "short"

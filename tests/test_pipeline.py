@@ -132,13 +132,17 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
     assert planned["02_distill"] == "would run: outputs changed outside the runner: model.safetensors"
 
 
-def test_a_failed_stage_names_its_notebook_and_cell_and_is_not_recorded(run_config, tmp_path):
+@pytest.mark.parametrize("cell, says", [
+    ('raise ValueError("the cell that fails")', r"error: stage 01_prune failed in cell \d+.*ValueError: the cell that fails"),
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", r"error: stage 01_prune: its kernel died \(killed, or "
+                                                                 r"out of memory\); the stage is not recorded")])
+def test_a_failed_stage_names_its_notebook_and_cell_and_is_not_recorded(run_config, tmp_path, cell, says):
     notebooks = tmp_path / "notebooks"
     shutil.copytree(runner.NOTEBOOKS, notebooks)
     broken = nbformat.read(notebooks / "01_prune.ipynb", as_version=4)
-    broken.cells[-1].source = 'raise ValueError("the cell that fails")'
+    broken.cells[-1].source = cell
     nbformat.write(broken, notebooks / "01_prune.ipynb")
-    with pytest.raises(SystemExit, match=r"01_prune failed in cell \d+.*ValueError: the cell that fails"):
+    with pytest.raises(SystemExit, match=says):
         runner.run(run_config, log=quiet, notebooks=notebooks)
     assert not (A.STAGE_RECORDS.path(load_config(run_config)) / "01_prune.json").exists()
 

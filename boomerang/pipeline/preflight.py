@@ -105,7 +105,10 @@ def preflight(cfg: RunConfig, log=print) -> None:
         check_tasks(cfg)
         return  # a streamed dataset is checked as it is read; the GPU box has the hub
     tokenizer = AutoTokenizer.from_pretrained(source)
-    split = split_corpus(cfg.data, tokenizer)  # names an undecodable file or an unknown held-out document
+    try:
+        split = split_corpus(cfg.data, tokenizer)
+    except ValueError as err:  # it names an undecodable file or an unknown held-out document, and the key
+        raise ConfigError(str(err)) from None
     seq = cfg.data.seq_len
     held_out, train = len(pack(split["heldout"], seq)), len(pack(split["train"], seq))
     if held_out == 0:

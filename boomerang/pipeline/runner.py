@@ -24,6 +24,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import papermill as pm
+from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
 from ..artefacts import EXECUTED, LOCK, PROGRESS, RUN_RECORD, STAGE_RECORDS
@@ -238,8 +239,12 @@ def _execute(stage: Stage, notebook: dict, cfg: RunConfig, config, overrides: di
                                 parameters={"config": notebook_path_argument(config), "overrides": overrides},
                                 progress_bar=False, log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr)
     except PapermillExecutionError as err:
-        raise SystemExit(f"stage {stage.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
-                         f"{err.ename}: {err.evalue}\nexecuted notebook with the traceback: {output}") from None
+        raise SystemExit(f"error: stage {stage.name} failed in cell {err.cell_index} (execution count "
+                         f"{err.exec_count}): {err.ename}: {err.evalue}\nexecuted notebook with the traceback: "
+                         f"{output}") from None
+    except DeadKernelError:
+        raise SystemExit(f"error: stage {stage.name}: its kernel died (killed, or out of memory); the stage is not "
+                         f"recorded, so the next run starts it again. Executed notebook so far: {output}") from None
     executed = nbformat.read(output, as_version=4)  # papermill records where it wrote, as it was given
     executed.metadata.papermill.output_path = _repo_relative(output)
     write_text(output, nbformat.writes(executed))
