@@ -94,3 +94,13 @@ def test_undecodable_text_names_its_file(tmp_path):
     (tmp_path / "bad.txt").write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(ValueError, match="bad.txt is not UTF-8"):
         text_dir_documents(tmp_path)
+
+
+def test_a_token_cache_cut_short_is_built_again_not_read(corpus_dir, tokenizer):
+    cfg = DataConfig(source="text_dir", path=str(corpus_dir), heldout_documents=["doc5"])
+    first = split_corpus(cfg, tokenizer)
+    (cached,) = [p for p in (text.cache_dir() / "tokens").glob("*/heldout.npy")
+                 if np.array_equal(np.load(p), first["heldout"])]
+    cached.write_bytes(cached.read_bytes()[:200])  # a write interrupted by hand, or a disk that filled up
+    again = split_corpus(cfg, tokenizer)
+    assert all(np.array_equal(first[k], again[k]) for k in first)

