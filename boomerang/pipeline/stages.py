@@ -33,11 +33,11 @@ from ..measure.cost import cost_table
 from ..measure.perplexity import (boomerang_checks, heldout_table, interpolation_table, measured_perplexities,
                                   order_comparison)
 from ..measure.search import Calibration, klpatch_order, optimum_table
+from ..sources.student import check_released_student
 from ..sources.teacher import load_teacher
 from ..sources.text import heldout_blocks, train_batches
 from . import docs, plots
 from .claims import paper_claims
-from .preflight import check_released_student
 from .sweeps import PRESET, read_sweep
 
 UNDISTILLED = "pruned, not distilled"
