@@ -152,14 +152,15 @@ def describe(device: torch.device | str) -> str:
         return torch.cuda.get_device_name(device)
     name, flags = platform.processor() or platform.machine(), set()
     try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:  # not Linux: the platform's word for the processor
         pass
     found = [unit.upper() for unit in ("amx_bf16", "avx512_bf16") if unit in flags]
     native_units = auto_precision("cpu")[0] == "bf16"

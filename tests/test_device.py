@@ -25,17 +25,20 @@ def cpu_rates(monkeypatch):
 
 
 def test_auto_is_fp32_where_bf16_is_slow_and_bf16_where_it_is_native(run_config, cpu_rates):
-    cfg = load_config(run_config, {"distill.mixed_precision": "auto", "evaluate.mixed_precision": "auto"})
+    cfg = load_config(run_config, {"distill.mixed_precision": "auto", "evaluate.mixed_precision": "auto",
+                                   "teacher.dtype": "auto"})
     cpu_rates(61, 0.6)  # an AVX2-only laptop
     slow, notes = device.resolve_run(cfg, "cpu")
     assert (slow.distill.mixed_precision, slow.evaluate.mixed_precision, slow.lm_eval.mixed_precision) == ("no",) * 3
-    assert notes == ["distill, evaluate: auto -> fp32 (bf16 matrix products run at 0.6 GFLOP/s here against 61 in "
+    assert slow.teacher.dtype == "float32"
+    assert notes == ["teacher.dtype: auto -> float32 weights",
+                     "distill, evaluate: auto -> fp32 (bf16 matrix products run at 0.6 GFLOP/s here against 61 in "
                      "fp32: no native bf16)", "lm_eval: fp32"]
     assert device.compute_dtype("auto", "cpu") is None
     cpu_rates(200, 340)  # AMX
     fast, _ = device.resolve_run(cfg, "cpu")
     assert (fast.distill.mixed_precision, fast.evaluate.mixed_precision, fast.lm_eval.mixed_precision) == \
-        ("bf16", "bf16", "no")
+        ("bf16", "bf16", "no") and fast.teacher.dtype == "bfloat16"
     assert device.compute_dtype("auto", "cpu") is torch.bfloat16
 
 
@@ -66,7 +69,7 @@ def test_the_runner_decides_once_and_hands_the_decision_to_every_stage(run_confi
     cfg, overrides = runner.decide_precision(load_config(run_config, {"lm_eval.mixed_precision": "auto"}),
                                              {"lm_eval.mixed_precision": "auto"}, log=lambda *_: None)
     assert overrides == {"distill.mixed_precision": "no", "evaluate.mixed_precision": "no",
-                         "lm_eval.mixed_precision": "no"}
+                         "lm_eval.mixed_precision": "no", "teacher.dtype": "float32"}
     assert load_config(run_config, overrides) == cfg
 
 

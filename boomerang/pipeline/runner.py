@@ -184,7 +184,7 @@ def decide_precision(cfg: RunConfig, overrides: dict, log) -> tuple[RunConfig, d
     for line in notes:
         log(f"precision: {line}")
     decided = {f"{s}.mixed_precision": getattr(cfg, s).mixed_precision for s in PRECISION_SECTIONS}
-    return cfg, {**overrides, **decided}
+    return cfg, {**overrides, **decided, "teacher.dtype": cfg.teacher.dtype}
 
 
 def check_caches(cfg: RunConfig, log) -> None:
