@@ -116,7 +116,7 @@ def resolve_run(cfg: RunConfig, device: torch.device | str | None = None) -> tup
         if asked == "auto":
             chosen, why = auto_precision(device.type)
             updates[section] = getattr(cfg, section).model_copy(update={"mixed_precision": chosen})
-            decided.setdefault(f"auto -> {_name(chosen)} ({why})", []).append(section)
+            decided.setdefault(f"auto -> {precision_name(chosen)} ({why})", []).append(section)
         elif asked != "no":
             why = _refuse_slow(device, f"{section}.mixed_precision", asked, asked)
             decided.setdefault(f"{asked} ({why})", []).append(section)
@@ -136,7 +136,8 @@ def _refuse_slow(device: torch.device, key: str, value: str, precision: Precisio
     return why
 
 
-def _name(precision: Precision) -> str:
+def precision_name(precision: Precision) -> str:
+    """A precision as a person reads it: `no` computes in fp32."""
     return "fp32" if precision == "no" else precision
 
 

@@ -105,7 +105,10 @@ def exclusive(path: str | Path, what: str) -> Iterator[None]:
         try:
             yield
         finally:
-            os.environ.pop(HELD) if saved is None else os.environ.__setitem__(HELD, saved)
+            if saved is None:
+                del os.environ[HELD]
+            else:
+                os.environ[HELD] = saved
 
 
 def write_text(path: str | Path, text: str) -> None:

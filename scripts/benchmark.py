@@ -47,7 +47,7 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
     from boomerang import artefacts as A
     from boomerang.config import load_config
     from boomerang.core.prune import read_layout
-    from boomerang.device import peak_flops, resolve
+    from boomerang.device import peak_flops, precision_name, resolve
     from boomerang.measure.cost import peak_memory_mib
     from boomerang.distill.train import train
     from boomerang.measure.flops import distillation_flops
@@ -69,7 +69,7 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
     elapsed = log.tokens / log.tokens_per_s
     rate = per_step / elapsed.diff().iloc[1:].mean()  # the first step warms up (and compiles)
     precision = resolve(cfg.distill.mixed_precision, device)
-    queue.put({"device": str(device), "precision": {"no": "fp32"}.get(precision, precision), "tokens/step": per_step,
+    queue.put({"device": str(device), "precision": precision_name(precision), "tokens/step": per_step,
                "tokens/s": rate, "first step s": elapsed.iloc[0], "peak MiB": peak_memory_mib(device),
                "MFU %": 100 * flops_per_token * rate / peak_flops(device, precision), "page faults/step": faults / steps})
 

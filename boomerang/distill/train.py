@@ -35,7 +35,7 @@ from ..config import ConfigError, DistillConfig, RunConfig, load_config, parse_o
 from ..core.arch import adapter_for, decoder_layers, hidden_states
 from ..core.patch import patch
 from ..core.prune import Layout, read_layout, save_student
-from ..device import autocast, compute_dtype, default_device, resolve
+from ..device import autocast, compute_dtype, default_device, precision_name, resolve
 from ..io import exclusive, write_csv
 from ..progress import note, progress
 from ..provenance import code_digests
@@ -294,10 +294,10 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=note) -> pd.DataFra
 
 def _estimate(log, cfg: RunConfig, steps_left: int, step_seconds: float, tokens_per_step: int, device) -> None:
     """What the rest of the run will take on this machine, from measured steps."""
-    precision = resolve(cfg.distill.mixed_precision, device)
+    precision = precision_name(resolve(cfg.distill.mixed_precision, device))
     minutes = steps_left * step_seconds / 60
     left = f"{minutes / 60:.1f} h" if minutes >= 90 else f"{minutes:.1f} min"
-    log(f"distilling {steps_left} more steps of {tokens_per_step:,} tokens in {'fp32' if precision == 'no' else precision} "
+    log(f"distilling {steps_left} more steps of {tokens_per_step:,} tokens in {precision} "
         f"on {device.type}: {step_seconds:.2f} s a step here, so about {left} more")
 
 

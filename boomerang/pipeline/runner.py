@@ -29,7 +29,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from ..artefacts import EXECUTED, LOCK, PROGRESS, RUN_RECORD, STAGE_RECORDS
 from ..config import REPO_ROOT, ConfigError, RunConfig, load_config, parse_overrides, resolve_preset
-from ..device import PRECISION_SECTIONS, default_device, describe, resolve_run
+from ..device import PRECISION_SECTIONS, default_device, describe, precision_name, resolve_run
 from ..io import exclusive, manifest_problem, read_json, write_csv, write_json, write_text
 from ..progress import CHANNEL, follow
 from ..provenance import code_digests, fingerprint
@@ -224,9 +224,7 @@ def _precisions(cfg: RunConfig, stage: Stage) -> str:
     """The precision of the sections the stage reads (fp32 for `no`); empty where it names none (the models
     compute in their weights' dtype)."""
     read = [s for s in PRECISION_SECTIONS if s in stage.sections]
-    names = {"no": "fp32"}
-    used = sorted({names.get(getattr(cfg, s).mixed_precision, getattr(cfg, s).mixed_precision) for s in read})
-    return ", ".join(used)
+    return ", ".join(sorted({precision_name(getattr(cfg, s).mixed_precision) for s in read}))
 
 
 def _execute(stage: Stage, notebook: dict, cfg: RunConfig, config, overrides: dict, notebooks: Path) -> float:
