@@ -15,14 +15,12 @@ from .config import RunConfig
 
 @dataclass(frozen=True)
 class Artefact:
-    where: Literal["runs", "results", "figures", "docs", "root"]
+    where: Literal["runs", "results", "figures", "docs"]
     name: str  # a file or directory name; a figure's name without its extension; under docs/, a folder
 
     def path(self, cfg: RunConfig) -> Path:
         if self.where == "docs":  # docs/<kind>/<run>.md: one record per run
             return cfg.root / "docs" / self.name / f"{cfg.name}.md"
-        if self.where == "root":
-            return cfg.root / self.name
         return {"runs": cfg.run_dir, "results": cfg.results_dir, "figures": cfg.figures_dir}[self.where] / self.name
 
     def files(self, cfg: RunConfig) -> list[Path]:
@@ -66,7 +64,6 @@ CLAIMS = Artefact("results", "claims.csv")
 EXECUTED = Artefact("results", "notebooks")
 # docs/, generated from results/
 RUN_DOC = Artefact("docs", "runs")
-README = Artefact("root", "README.md")  # its table of a run's checks, where it names the run
 EXPERIMENTS_DOC = Artefact("docs", "experiments")
 
 

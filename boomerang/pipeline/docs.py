@@ -23,7 +23,6 @@ TEMPLATES = REPO_ROOT / "docs" / "templates"
 CHECK_TABLES = (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
 COMPARED = (A.METRICS, *CHECK_TABLES, A.RUN_RECORD)  # what a run's record reads of the runs it is set beside
 RECIPE_RECORD = "recipe_search.csv"
-README_END = "<!-- end of checks -->"
 
 
 def table(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -129,20 +128,6 @@ def write_run_doc(cfg: RunConfig) -> Path:
             tolerance=BETWEEN_TOLERANCE, record=pd.read_csv(record) if record.exists() else None,
             ran=how_it_ran(cfg), compared={other: side_by_side(cfg, other) for other in cfg.compare_with})
     return doc
-
-
-def refresh_readme(cfg: RunConfig) -> None:
-    """The README's table of this run's checks, between `<!-- checks: <run> -->` and `<!-- end of checks -->`,
-    where the README has one."""
-    path, start = A.README.path(cfg), f"<!-- checks: {cfg.name} -->"
-    text = path.read_text() if path.exists() else ""
-    if start not in text:
-        return
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(README_END, 1)
-    checks = run_checks(cfg)
-    columns = ["claim", "scope", "value", "rule", "holds"]
-    write_text(path, f"{head}{start}\n{table(checks[columns])}\n{README_END}{tail}")
 
 
 def curve_summary(runs: dict[str, pd.DataFrame], labels: dict[str, str], orders: list[str]) -> pd.DataFrame:

@@ -237,11 +237,10 @@ def compared_results(cfg: RunConfig) -> list[Path]:
 @stage("08_report", ("compare_with",), reads=(A.DISTILL_LOG, A.METRICS, A.LM_EVAL, A.CHECKS, A.LM_EVAL_CHECKS,
                                             A.ALIGNMENT_CHECKS, A.RUN_RECORD),
        writes=(figure("distill_log"), figure("fig2_interpolation_vs_naive_pruning"), figure("fig2_lm_eval"),
-               A.RUN_DOC, A.README), elsewhere=compared_results)
+               A.RUN_DOC), elsewhere=compared_results)
 def report(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     """The distillation curves, Fig. 2 for this run (held-out perplexity, and every lm-eval task or the
-    paper's averages), the run's record in docs/ and, where the README names the run, its checks there;
-    all drawn from results/ only. Every check of the run."""
+    paper's averages) and the run's record in docs/, all drawn from results/ only. Every check of the run."""
     if A.DISTILL_LOG.path(cfg).exists() and not cfg.prune.student:
         plots.save(plots.distill_log_figure(pd.read_csv(A.DISTILL_LOG.path(cfg))), cfg.figures_dir, "distill_log")
     metrics = pd.read_csv(A.METRICS.path(cfg))
@@ -252,7 +251,6 @@ def report(cfg: RunConfig) -> dict[str, pd.DataFrame]:
         plots.save(plots.harness_figure(panels), cfg.figures_dir, "fig2_lm_eval")
     checks = docs.run_checks(cfg)
     docs.write_run_doc(cfg)
-    docs.refresh_readme(cfg)
     return {"panels": panels, "checks": checks}
 
 
