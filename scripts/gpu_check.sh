@@ -32,7 +32,7 @@ fi
 export HF_HOME=$PWD/$out/hf HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 if [ ! -f "$HF_HOME/built" ]; then  # an interrupted build is started again, never half used
   rm -rf "$HF_HOME"
-  "$python" -c 'import os, pathlib, tests.rehearsal.standins as s; s.build(pathlib.Path(os.environ["HF_HOME"]))' \
+  "$python" -c 'import os, pathlib, boomerang.standins as s; s.build(pathlib.Path(os.environ["HF_HOME"]))' \
     && touch "$HF_HOME/built" || exit 1
 fi
 one_gpu='"distill.num_processes": 1, "distill.grad_accum": 1, "data.skip_documents": 0, "data.shuffle_buffer": 0'

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .standins import build
+from boomerang.standins import build
 
 OFFLINE = ("HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "NLTK_DATA", "REHEARSAL_DIR")
 

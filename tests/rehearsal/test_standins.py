@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from .standins import (CAUSAL_MODELS, LM_EVAL_TASKS, MASKED_MODELS, MMLU_SUBJECTS, OFFSHELF_LAYERS, STUDENTS, build,
-                       write_model_repo)
+from boomerang.standins import (CAUSAL_MODELS, LM_EVAL_TASKS, MASKED_MODELS, MMLU_SUBJECTS, OFFSHELF_LAYERS,
+                                STUDENTS, build, write_model_repo)
 
 RESULT = "@@RESULT@@"
 # variables that would send the HF libraries somewhere other than HF_HOME

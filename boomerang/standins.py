@@ -9,7 +9,8 @@ offline once the process starts with
     HF_HOME=<hf_home>  HF_HUB_OFFLINE=1  HF_DATASETS_OFFLINE=1
 
 (set before transformers, datasets or huggingface_hub is imported: they read the variables at import).
-Nothing in the package knows about this; the stand-ins are only files in the cache:
+No pipeline code imports this module (only tests/rehearsal and scripts/gpu_check.sh do, and the package
+does not import it at import time); it only writes files into a cache:
 
 - models and plain repo files: the hub cache layout (`write_model_repo`), as `hf_hub_download` leaves it;
 - datasets: the `datasets` arrow cache (`write_dataset`), as `load_dataset` leaves it after a first load.
