@@ -7,7 +7,8 @@ import torch
 
 from boomerang.config import DataConfig
 from boomerang.sources import text
-from boomerang.sources.text import _read_r_strings, heldout_blocks, pack, split_corpus, text_dir_documents, train_batches
+from boomerang.sources.archives import read_r_strings
+from boomerang.sources.text import heldout_blocks, pack, split_corpus, text_dir_documents, train_batches
 
 
 def r_character_vector(strings):
@@ -25,7 +26,7 @@ def r_character_vector(strings):
 
 def test_r_strings_decode():
     blob = zlib.decompress(zlib.compress(r_character_vector(["EMMA", "", None, "Émma Woodhouse"])))
-    assert _read_r_strings(blob) == ["EMMA", "", "", "Émma Woodhouse"]
+    assert read_r_strings(blob) == ["EMMA", "", "", "Émma Woodhouse"]
 
 
 def test_pack_drops_ragged_tail():

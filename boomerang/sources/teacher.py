@@ -5,8 +5,6 @@ need neither the wheel nor the `gguf` package.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -17,18 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from ..config import TeacherConfig
 from ..device import default_device, weights_dtype
 from ..io import atomic_path, cache_dir, manifest_problem, write_manifest
-
-
-def pip_download(requirement: str, sha256: str, into: Path, sdist: bool = False) -> Path:
-    """Fetch one distribution, no dependencies, refused by pip unless its content has the pinned hash
-    (an sdist's setup.py runs while pip reads its metadata: only the pinned one may)."""
-    pinned = into / "requirement.txt"
-    pinned.write_text(f"{requirement} --hash=sha256:{sha256}\n")
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--quiet",
-                    *(["--no-binary=:all:"] if sdist else []), "-d", str(into), "-r", str(pinned)], check=True)
-    name = requirement.split("==")[0].replace("-", "_")
-    (found,) = [p for p in into.iterdir() if p.name.lower().replace("-", "_").startswith(name.lower())]
-    return found
+from .archives import pip_download
 
 
 def cached_teacher(cfg: TeacherConfig) -> Path:

