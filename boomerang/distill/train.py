@@ -19,6 +19,8 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -28,7 +30,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
-from transformers import AutoModelForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
+from transformers import (AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase,
+                          get_cosine_with_min_lr_schedule_with_warmup)
 
 from ..artefacts import CHECKPOINTS, DISTILL_LOG, LOCK, STUDENT, STUDENT_INIT
 from ..config import ConfigError, DistillConfig, RunConfig, load_config, parse_overrides
@@ -40,7 +43,7 @@ from ..io import exclusive, write_csv
 from ..progress import note, progress
 from ..provenance import code_digests
 from ..sources.teacher import load_teacher
-from ..sources.text import train_batches
+from ..sources.text import HubBatches, LocalBatches, train_batches
 from . import checkpoint
 from .checkpoint import Ranks
 from .loss import Batch, Step, Term, objective, total_loss
@@ -189,6 +192,56 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=note) -> pd.DataFra
     returns the log. Resumes from the newest checkpoint of the same config and code. `stop_after` ends the
     run early after that many steps (a real interruption resumes the same way)."""
     d = cfg.distill
+    run = _set_up(cfg)
+    start, rows, batches = _resume(cfg, run, log)
+    tokens_per_step = d.batch_size * d.grad_accum * run.ranks.world * cfg.data.seq_len
+    last = d.steps if stop_after is None else min(d.steps, stop_after)
+    clock = time.perf_counter()
+    bar = progress(range(start, last), initial=start, total=d.steps, desc="distill", unit="step",
+                   disable=not run.ranks.main)
+    for step in bar:
+        logged, grad_norm, lr = _step(cfg, run, batches, step)
+        now = time.perf_counter()
+        rows.append({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr, "grad_norm": grad_norm,
+                     **logged, "tokens_per_s": (step + 1 - start) * tokens_per_step / (now - clock)})
+        if run.ranks.main:
+            bar.set_postfix({"loss": f"{logged['loss']:.3g}", "tokens/s": f"{rows[-1]['tokens_per_s']:.0f}"}, refresh=False)
+            if step == start:  # the first step warms up
+                warm = now
+            if step == start + TIMED and last > step + 1:
+                _estimate(log, cfg, last - step - 1, (now - warm) / TIMED, tokens_per_step, run.device)
+        if (step + 1) % d.checkpoint_every == 0 or step + 1 == last:
+            _save_progress(cfg, run, rows, batches, log)
+
+    if last == d.steps:
+        _save_distilled(cfg, run)
+    run.ranks.barrier()
+    if run.ranks.world > 1:
+        dist.destroy_process_group()
+    return _log_frame(rows)
+
+
+@dataclass
+class _Training:
+    """What the steps of a run share. Fields only: the code that uses them stays in functions, which
+    `checkpoint_root` hashes (it follows functions, not methods)."""
+
+    ranks: Ranks
+    device: torch.device
+    teacher: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    student: PreTrainedModel
+    layout: Layout
+    terms: list[Term]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    checkpoints: Path
+
+
+def _set_up(cfg: RunConfig) -> _Training:
+    """Everything a step needs, refused before any model loads when the run cannot distil."""
+    d = cfg.distill
     if not (STUDENT_INIT.path(cfg) / "config.json").exists():
         raise ConfigError(f"run {cfg.name!r} has no pruned student to distil ({STUDENT_INIT.path(cfg)}): run stage "
                           f"01_prune first, e.g. python -m boomerang.pipeline --config <this config>, which runs "
@@ -200,13 +253,7 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=note) -> pd.DataFra
 
     teacher, tokenizer = load_teacher(cfg.teacher, device)
     _cast_teacher_matrices(teacher, d.mixed_precision)
-    student = AutoModelForCausalLM.from_pretrained(str(STUDENT_INIT.path(cfg)), dtype=torch.float32).to(device)
-    layout = read_layout(STUDENT_INIT.path(cfg))
-    student.train()
-    if d.gradient_checkpointing:  # transformers renamed it late in 5.x; the old name warns from then on
-        enable = getattr(student, "activation_checkpointing_enable", None) or student.gradient_checkpointing_enable
-        enable({"use_reentrant": False})
-    _freeze(student, layout, d)
+    student, layout = _load_student(cfg, device)
     if d.compile:
         _compile_layers(teacher, student)
     terms = objective(d, teacher, layout)
@@ -214,82 +261,110 @@ def train(cfg: RunConfig, stop_after: int | None = None, log=note) -> pd.DataFra
     optimizer = _optimizer(model, d)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, math.ceil(d.warmup_frac * d.steps), d.steps, min_lr_rate=d.min_lr_frac)
+    return _Training(ranks, device, teacher, tokenizer, student, layout, terms, model, optimizer, scheduler,
+                     checkpoint_root(cfg))
 
-    root = checkpoint_root(cfg)
+
+def _load_student(cfg: RunConfig, device: torch.device) -> tuple[PreTrainedModel, Layout]:
+    """The pruned student to train, in fp32: these are the optimiser's weights, and autocast makes the
+    low-precision copies."""
+    student = AutoModelForCausalLM.from_pretrained(str(STUDENT_INIT.path(cfg)), dtype=torch.float32).to(device)
+    layout = read_layout(STUDENT_INIT.path(cfg))
+    student.train()
+    if cfg.distill.gradient_checkpointing:  # transformers renamed it late in 5.x; the old name warns from then on
+        enable = getattr(student, "activation_checkpointing_enable", None) or student.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
+    _freeze(student, layout, cfg.distill)
+    return student, layout
+
+
+def _resume(cfg: RunConfig, run: _Training, log) -> tuple[int, list[dict], LocalBatches | HubBatches]:
+    """The first step to run, the log so far and the batches from there: a resumed run continues exactly
+    where the checkpoint left off, the data included."""
+    d, ranks = cfg.distill, run.ranks
     start, rows, data_state = 0, [], None
-    restored = checkpoint.resume(root, model, optimizer, ranks, log)
+    restored = checkpoint.resume(run.checkpoints, run.model, run.optimizer, ranks, log)
     if restored is not None:
         state, data_state = restored
-        scheduler.load_state_dict(state["scheduler"])
+        run.scheduler.load_state_dict(state["scheduler"])
         start, rows = state["step"], state["log"]
+    batches = train_batches(cfg.data, run.tokenizer, d.batch_size, cfg.seed, ranks.rank, ranks.world, data_state)
+    return start, rows, batches
 
-    batches = train_batches(cfg.data, tokenizer, d.batch_size, cfg.seed, ranks.rank, ranks.world, data_state)
-    tokens_per_step = d.batch_size * d.grad_accum * ranks.world * cfg.data.seq_len
-    last = d.steps if stop_after is None else min(d.steps, stop_after)
-    clock = time.perf_counter()
-    bar = progress(range(start, last), initial=start, total=d.steps, desc="distill", unit="step", disable=not ranks.main)
-    for step in bar:
-        logged: dict[str, float] = {}
-        for micro in range(d.grad_accum):
-            input_ids = next(batches).to(device)
-            batch = Batch(input_ids, torch.ones_like(input_ids))
-            with torch.no_grad(), autocast(device, d.mixed_precision):
-                teacher_hidden = hidden_states(teacher, input_ids, batch.mask)
-            trained, reads = model, None
+
+def _step(cfg: RunConfig, run: _Training, batches: LocalBatches | HubBatches, step: int
+          ) -> tuple[dict[str, float], float, float]:
+    """One optimiser step: the logged values (means over micro-batches and processes), the gradient norm and
+    the learning rate it used. A non-finite loss or gradient stops the run before the update reaches the weights."""
+    logged = _mean(_accumulate_gradients(cfg, run, batches, step), run.ranks)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.distill.grad_clip)
+    grad_norm = float(grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm)
+    if not all(map(math.isfinite, [*logged.values(), grad_norm])):
+        saved = checkpoint.steps_saved(run.checkpoints)
+        raise FloatingPointError(
+            f"distillation step {step + 1}: non-finite loss or gradient ({logged}, grad norm {grad_norm}); "
+            f"nothing was saved or recorded. " + (f"{saved[0].name} remains to resume from once the cause is "
+            f"fixed (e.g. a lower distill.lr or a higher distill.temperature)" if saved else "No checkpoint yet."))
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return logged, grad_norm, lr
+
+
+def _accumulate_gradients(cfg: RunConfig, run: _Training, batches: LocalBatches | HubBatches, step: int
+                          ) -> dict[str, float]:
+    """A step's gradients over `grad_accum` micro-batches, and this process's mean of their logged values."""
+    d, device = cfg.distill, run.device
+    logged: dict[str, float] = {}
+    for micro in range(d.grad_accum):
+        input_ids = next(batches).to(device)
+        batch = Batch(input_ids, torch.ones_like(input_ids))
+        with torch.no_grad(), autocast(device, d.mixed_precision):
+            teacher_hidden = hidden_states(run.teacher, input_ids, batch.mask)
+        trained, reads = _trained_model(cfg, run, step * d.grad_accum + micro)
+        with _no_sync(run.model, run.ranks, micro == d.grad_accum - 1):
+            loss, values = trained(batch, teacher_hidden)
             if d.patch_prob:
-                interpolant, reads = patch_aware_model(teacher, student, layout, d.patch_prob, cfg.seed,
-                                                       step * d.grad_accum + micro)
-                if reads is not None:
-                    trained = Distilled(interpolant, terms, layout.alignment, d.mixed_precision, reads)
-            with _no_sync(model, ranks, micro == d.grad_accum - 1):
-                loss, values = trained(batch, teacher_hidden)
-                if d.patch_prob:
-                    values["extra_layers"] = 0 if reads is None else reads[-1] - layout.num_blocks
-                (loss / d.grad_accum).backward()
-            for name, value in values.items():
-                logged[name] = logged.get(name, 0.0) + value / d.grad_accum
-        logged = _mean(logged, ranks)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), d.grad_clip)
-        grad_norm = float(grad_norm.full_tensor() if isinstance(grad_norm, DTensor) else grad_norm)
-        if not all(map(math.isfinite, [*logged.values(), grad_norm])):
-            saved = checkpoint.steps_saved(root)
-            raise FloatingPointError(
-                f"distillation step {step + 1}: non-finite loss or gradient ({logged}, grad norm {grad_norm}); "
-                f"nothing was saved or recorded. " + (f"{saved[0].name} remains to resume from once the cause is "
-                f"fixed (e.g. a lower distill.lr or a higher distill.temperature)" if saved else "No checkpoint yet."))
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+                values["extra_layers"] = 0 if reads is None else reads[-1] - run.layout.num_blocks
+            (loss / d.grad_accum).backward()
+        for name, value in values.items():
+            logged[name] = logged.get(name, 0.0) + value / d.grad_accum
+    return logged
 
-        now = time.perf_counter()
-        rows.append({"step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr, "grad_norm": grad_norm,
-                     **logged, "tokens_per_s": (step + 1 - start) * tokens_per_step / (now - clock)})
-        if ranks.main:
-            bar.set_postfix({"loss": f"{logged['loss']:.3g}", "tokens/s": f"{rows[-1]['tokens_per_s']:.0f}"}, refresh=False)
-            if step == start:  # the first step warms up
-                warm = now
-            if step == start + TIMED and last > step + 1:
-                _estimate(log, cfg, last - step - 1, (now - warm) / TIMED, tokens_per_step, device)
-        done = step + 1 == last
-        if (step + 1) % d.checkpoint_every == 0 or done:
-            if ranks.main:
-                write_csv(DISTILL_LOG.path(cfg), _log_frame(rows))
-                log(f"step {step + 1}/{d.steps}: " + ", ".join(f"{k} {logged[k]:.4g}" for k in ("loss", "ce", "kl", "cos")
-                                                              if k in logged) + f", {rows[-1]['tokens_per_s']:.0f} tokens/s")
-            if step + 1 < d.steps:
-                checkpoint.save(root, step + 1, model, optimizer, ranks, {"scheduler": scheduler.state_dict(), "log": rows},
-                                batches.state())
 
-    if last == d.steps:
-        state_dict = get_model_state_dict(student, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if ranks.main:
-            save_student(student, layout, STUDENT.path(cfg), tokenizer, state_dict=state_dict)
-            shutil.rmtree(CHECKPOINTS.path(cfg), ignore_errors=True)
-    ranks.barrier()
-    if ranks.world > 1:
-        dist.destroy_process_group()
-    return _log_frame(rows)
+def _trained_model(cfg: RunConfig, run: _Training, draw: int) -> tuple[nn.Module, list[int] | None]:
+    """The module a micro-batch trains and the student block boundaries it reads (None: the student's own):
+    with `patch_prob`, sometimes an interpolant, which shares the student's parameters."""
+    d = cfg.distill
+    if not d.patch_prob:
+        return run.model, None
+    interpolant, reads = patch_aware_model(run.teacher, run.student, run.layout, d.patch_prob, cfg.seed, draw)
+    if reads is None:
+        return run.model, None
+    return Distilled(interpolant, run.terms, run.layout.alignment, d.mixed_precision, reads), reads
+
+
+def _save_progress(cfg: RunConfig, run: _Training, rows: list[dict], batches: LocalBatches | HubBatches,
+                   log) -> None:
+    """The log so far, and a checkpoint unless this was the last step (the student is saved instead)."""
+    latest = rows[-1]
+    steps_done = latest["step"]
+    if run.ranks.main:
+        write_csv(DISTILL_LOG.path(cfg), _log_frame(rows))
+        values = ", ".join(f"{k} {latest[k]:.4g}" for k in ("loss", "ce", "kl", "cos") if k in latest)
+        log(f"step {steps_done}/{cfg.distill.steps}: {values}, {latest['tokens_per_s']:.0f} tokens/s")
+    if steps_done < cfg.distill.steps:
+        checkpoint.save(run.checkpoints, steps_done, run.model, run.optimizer, run.ranks,
+                        {"scheduler": run.scheduler.state_dict(), "log": rows}, batches.state())
+
+
+def _save_distilled(cfg: RunConfig, run: _Training) -> None:
+    """The finished student, gathered whole from every process; its checkpoints are no longer needed."""
+    state_dict = get_model_state_dict(run.student, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if run.ranks.main:
+        save_student(run.student, run.layout, STUDENT.path(cfg), run.tokenizer, state_dict=state_dict)
+        shutil.rmtree(CHECKPOINTS.path(cfg), ignore_errors=True)
 
 
 def _estimate(log, cfg: RunConfig, steps_left: int, step_seconds: float, tokens_per_step: int, device) -> None:
