@@ -7,7 +7,8 @@ from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, Distil
 
 from boomerang.config import DataConfig, OffshelfConfig
 from boomerang.measure.perplexity import perplexity
-from boomerang.measure.offshelf import (DISTIL_LAYERS, distilbert_as_bert, eval_blocks, load_pair, pair_metrics,
+from boomerang.sources.pairs import distilbert_as_bert
+from boomerang.measure.offshelf import (DISTIL_LAYERS, eval_blocks, pair_family, pair_metrics,
                                 pseudo_perplexity)
 from boomerang.core.patch import FIXED_ORDERS, patch, patched_blocks
 from boomerang.core.prune import Layout
@@ -103,7 +104,7 @@ def test_released_masked_pair_from_disk_scored_at_every_size(tmp_path, corpus_di
     tiny_bert(vocab=len(words)).save_pretrained(tmp_path / "bert")
     distil.save_pretrained(tmp_path / "distilbert")
     words.save_pretrained(tmp_path / "distilbert")
-    family, masked = load_pair(str(tmp_path / "bert"), str(tmp_path / "distilbert"), list(DISTIL_LAYERS))
+    family, masked = pair_family(str(tmp_path / "bert"), str(tmp_path / "distilbert"), list(DISTIL_LAYERS))
     teacher, tokenizer = family.teacher, family.tokenizer
     assert masked and isinstance(family.student, BertForMaskedLM)
 
@@ -127,7 +128,7 @@ def test_released_masked_pair_from_disk_scored_at_every_size(tmp_path, corpus_di
 
 
 def test_released_causal_pair_scored_by_perplexity(corpus_dir, released_gpt2_pair):
-    family, masked = load_pair(released_gpt2_pair["teacher"], released_gpt2_pair["student"], list(DISTIL_LAYERS))
+    family, masked = pair_family(released_gpt2_pair["teacher"], released_gpt2_pair["student"], list(DISTIL_LAYERS))
     assert not masked
     blocks = eval_blocks(SCORED, DataConfig(path=str(corpus_dir), **HELDOUT), family.tokenizer, masked)
     table = pair_metrics("gpt2", family, masked, blocks, SCORED)

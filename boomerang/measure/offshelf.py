@@ -1,7 +1,6 @@
 """Off-the-shelf pairs (the paper's Fig. 6): interpolate between a released distilled model and its
 teacher with no training of ours. DistilBERT and DistilGPT2 were initialised from teacher layers
-[0, 2, 4, 7, 9, 11] of BERT-base and GPT-2; DistilBERT is first rewritten as a BERT model (same maths,
-other parameter names) so that the ordinary patching applies.
+[0, 2, 4, 7, 9, 11] of BERT-base and GPT-2 (`sources.pairs` loads them so that the ordinary patching applies).
 """
 from __future__ import annotations
 
@@ -11,60 +10,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer, BertConfig,
-                          BertForMaskedLM)
 
 from ..config import DataConfig, OffshelfConfig
 from ..core.arch import num_layers
 from ..core.prune import Layout
-from ..device import default_device
 from ..family import Family
+from ..sources.pairs import load_pair
 from ..sources.text import heldout_blocks
 from .perplexity import METRIC_COLUMNS, measured_once, perplexity, run_models
 
 DISTIL_LAYERS = tuple(OffshelfConfig().layers)  # (0, 2, 4, 7, 9, 11): DistilBERT's and DistilGPT2's
-# DistilBERT parameter name -> BERT parameter name (per layer, then embeddings and MLM head)
-_LAYER_NAMES = {
-    "attention.q_lin": "attention.self.query", "attention.k_lin": "attention.self.key",
-    "attention.v_lin": "attention.self.value", "attention.out_lin": "attention.output.dense",
-    "sa_layer_norm": "attention.output.LayerNorm", "ffn.lin1": "intermediate.dense",
-    "ffn.lin2": "output.dense", "output_layer_norm": "output.LayerNorm",
-}
-_OTHER_NAMES = {
-    "distilbert.embeddings.word_embeddings": "bert.embeddings.word_embeddings",
-    "distilbert.embeddings.position_embeddings": "bert.embeddings.position_embeddings",
-    "distilbert.embeddings.LayerNorm": "bert.embeddings.LayerNorm",
-    "vocab_transform": "cls.predictions.transform.dense",
-    "vocab_layer_norm": "cls.predictions.transform.LayerNorm",
-    "vocab_projector": "cls.predictions.decoder",
-}
-
-
-@torch.no_grad()
-def distilbert_as_bert(model: nn.Module) -> BertForMaskedLM:
-    """The same function as a `DistilBertForMaskedLM`, as a `BertForMaskedLM`.
-
-    DistilBERT has no token-type embedding, so BERT's is set to zero (every token is type 0)."""
-    c = model.config
-    config = BertConfig(
-        vocab_size=c.vocab_size, hidden_size=c.dim, num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
-        intermediate_size=c.hidden_dim, hidden_act=c.activation, max_position_embeddings=c.max_position_embeddings,
-        layer_norm_eps=1e-12, pad_token_id=c.pad_token_id, tie_word_embeddings=True,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )
-    bert = BertForMaskedLM(config).to(model.dtype).eval()
-    source = dict(model.named_parameters())
-    names = {f"distilbert.transformer.layer.{i}.{a}": f"bert.encoder.layer.{i}.{b}"
-             for i in range(c.n_layers) for a, b in _LAYER_NAMES.items()} | _OTHER_NAMES
-    for src, dst in names.items():
-        for kind in ("weight", "bias"):
-            if f"{src}.{kind}" in source:
-                bert.get_parameter(f"{dst}.{kind}").copy_(source[f"{src}.{kind}"])
-    bert.cls.predictions.bias.copy_(source["vocab_projector.bias"])
-    bert.bert.embeddings.token_type_embeddings.weight.zero_()
-    return bert
-
-
 @torch.no_grad()
 def pseudo_perplexity(model: nn.Module, input_ids: Tensor, mask_token_id: int, skip_ids: set[int] = frozenset(),
                       batch_size: int = 32) -> dict[str, float]:
@@ -90,20 +45,13 @@ def pseudo_perplexity(model: nn.Module, input_ids: Tensor, mask_token_id: int, s
             "pseudo_perplexity": math.exp(mean)}
 
 
-def load_pair(teacher: str, student: str, layers: list[int], dtype: torch.dtype = torch.float32,
-              device: str | torch.device | None = None) -> tuple[Family, bool]:
-    """A released pair (hub ids or local paths) as a family whose student was initialised from teacher
-    `layers`, on `device` (default: `default_device()`), and whether it is a masked LM. A DistilBERT
-    student comes back rewritten as BERT, so that it patches like any other family."""
-    device = device or default_device()
-    masked = AutoConfig.from_pretrained(student).model_type == "distilbert"
-    auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
-    teacher_model = auto.from_pretrained(teacher, dtype=dtype).to(device).eval()
-    student_model = auto.from_pretrained(student, dtype=dtype).eval()
-    if masked:
-        student_model = distilbert_as_bert(student_model)
+def pair_family(teacher: str, student: str, layers: list[int], dtype: torch.dtype = torch.float32,
+                device: str | torch.device | None = None) -> tuple[Family, bool]:
+    """A released pair as a family whose student was initialised from teacher `layers`, and whether it is a
+    masked LM (`sources.pairs.load_pair`)."""
+    teacher_model, student_model, tokenizer, masked = load_pair(teacher, student, dtype, device)
     layout = Layout(tuple(layers), num_layers(teacher_model.config))
-    return Family(teacher_model, student_model.to(device), layout, AutoTokenizer.from_pretrained(student)), masked
+    return Family(teacher_model, student_model, layout, tokenizer), masked
 
 
 def eval_blocks(cfg: OffshelfConfig, data: DataConfig, tokenizer, masked: bool) -> Tensor:

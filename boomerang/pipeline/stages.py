@@ -28,7 +28,7 @@ from ..measure.align import alignment_checks, alignment_table
 from ..measure.baselines import layer_pruning_table
 from ..measure.flops import flops_table
 from ..measure.harness import harness_checks, lm_eval_table, panel_scores
-from ..measure.offshelf import eval_blocks, load_pair, pair_metrics
+from ..measure.offshelf import eval_blocks, pair_family, pair_metrics
 from ..measure.cost import cost_table
 from ..measure.perplexity import (boomerang_checks, heldout_table, interpolation_table, measured_perplexities,
                                   order_comparison)
@@ -280,7 +280,7 @@ def offshelf_pairs(cfg: RunConfig) -> pd.DataFrame | None:
     presets name the pairs; with none the stage writes nothing)."""
     o, tables = cfg.offshelf, []
     for name, pair in o.pairs.items():
-        family, masked = load_pair(pair.teacher, pair.student, o.layers)
+        family, masked = pair_family(pair.teacher, pair.student, o.layers)
         tables.append(pair_metrics(name, family, masked, eval_blocks(o, cfg.data, family.tokenizer, masked), o))
     if not tables:
         A.OFFSHELF.path(cfg).unlink(missing_ok=True)  # a table from an earlier config with pairs would be stale
