@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from .core.orders import Order
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESETS = REPO_ROOT / "configs"
 
@@ -30,7 +32,6 @@ def _number(value: Any) -> Any:
 
 
 # Closed choices.
-Order = Literal["last_to_first", "first_to_last", "klpatch"]  # klpatch: chosen on calibration text
 # autocast to bf16 / fp16, none (fp32), or `auto`: bf16 where the device computes it natively, else none
 Precision = Literal["auto", "bf16", "fp16", "no"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]  # auto: bfloat16 where the device has it natively

@@ -17,7 +17,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .artefacts import INTERPOLANTS, STUDENT, student_source
 from .config import ConfigError, RunConfig, TeacherConfig
 from .core.arch import adapter_for, decoder_layers, parameter_counts, ties_embeddings
-from .core.patch import FIXED_ORDERS, Interpolant, interpolants, patch
+from .core.orders import FIXED_ORDERS
+from .core.patch import Interpolant, interpolants, patch
 from .core.prune import Layout, load_student, pruned_teacher
 from .sources.teacher import load_teacher
 

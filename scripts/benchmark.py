@@ -76,7 +76,8 @@ def bench_distill(config: str, overrides: dict, steps: int, queue) -> None:
 
 def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, queue) -> None:
     from boomerang.config import load_config
-    from boomerang.core.patch import FIXED_ORDERS, unique_tensor_bytes
+    from boomerang.core.orders import FIXED_ORDERS
+    from boomerang.core.patch import unique_tensor_bytes
     from boomerang.measure.cost import peak_memory_mib
     from boomerang.family import Family
     from boomerang.measure.perplexity import blockwise_nll, perplexity

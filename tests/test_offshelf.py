@@ -10,7 +10,8 @@ from boomerang.measure.perplexity import perplexity
 from boomerang.sources.pairs import distilbert_as_bert
 from boomerang.measure.offshelf import (DISTIL_LAYERS, eval_blocks, pair_family, pair_metrics,
                                 pseudo_perplexity)
-from boomerang.core.patch import FIXED_ORDERS, patch, patched_blocks
+from boomerang.core.orders import FIXED_ORDERS
+from boomerang.core.patch import patch, patched_blocks
 from boomerang.core.prune import Layout
 from tests.conftest import WORDS
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from boomerang.core.patch import (FIXED_ORDERS, export, export_round_trip, interpolants, patch, patched_blocks,
+from boomerang.core.orders import FIXED_ORDERS
+from boomerang.core.patch import (export, export_round_trip, interpolants, patch, patched_blocks,
                                   unique_tensor_bytes)
 from boomerang.core.prune import build_student, layout_from_rule, load_student, save_student
 from boomerang.family import Family

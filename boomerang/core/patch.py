@@ -13,17 +13,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from typing import get_args
-
-from ..config import Order
 from ..io import atomic_path
 from .arch import assemble
+from .orders import ORDERS
 from .prune import Layout
-
-ORDERS: tuple[str, ...] = get_args(Order)
-
-
-FIXED_ORDERS = ("last_to_first", "first_to_last")
 
 
 def patch_order(num_blocks: int, order: str) -> list[int]:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import Precision
 from ..core.arch import adapter_for, hidden_states
-from ..core.patch import FIXED_ORDERS
+from ..core.orders import FIXED_ORDERS
 from ..device import autocast, compute_dtype
 from ..family import Family
 from ..progress import progress

@@ -18,7 +18,8 @@ from .. import artefacts as A
 from ..artefacts import Artefact, figure, student_source
 from ..config import RunConfig
 from ..core.arch import num_layers, parameter_counts, ties_embeddings
-from ..core.patch import FIXED_ORDERS, endpoint_gaps, export_round_trip, interpolants, unique_tensor_bytes
+from ..core.orders import FIXED_ORDERS
+from ..core.patch import endpoint_gaps, export_round_trip, interpolants, unique_tensor_bytes
 from ..core.prune import build_student, layout_from_config, read_layout, save_student
 from ..device import resolve_run
 from ..distill.train import train
