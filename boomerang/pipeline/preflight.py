@@ -6,7 +6,7 @@ import difflib
 import os
 
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from ..config import ConfigError, RunConfig
 from ..core.arch import adapter_for, num_layers
@@ -32,36 +32,58 @@ def released_layout(student: str) -> Layout:
 def preflight(cfg: RunConfig, log=print) -> None:
     """What a run needs from its inputs, checked from configs and text before any model is loaded."""
     source = teacher_path(cfg.teacher)
+    teacher_config = check_teacher(cfg, source)
+    check_layout(cfg, teacher_config)
+    check_processes(cfg)
+    if cfg.data.source != "hub":  # a streamed dataset is checked as it is read; the GPU box has the hub
+        check_text(cfg, source, log)
+    check_tasks(cfg)
+
+
+def check_teacher(cfg: RunConfig, source: str) -> PretrainedConfig:
+    """The teacher's config, refused when no adapter knows its architecture: the other checks and every
+    stage need one."""
     teacher_config = AutoConfig.from_pretrained(source)
     try:
         adapter_for(teacher_config)
     except NotImplementedError as err:
         raise ConfigError(f"teacher {cfg.teacher.name}: {err}") from None
+    return teacher_config
+
+
+def check_layout(cfg: RunConfig, teacher_config: PretrainedConfig) -> None:
+    """The released student fits the teacher, or the pruning rule fits its layers and prunes some."""
     n = num_layers(teacher_config)
     if cfg.prune.student:
         layout = released_layout(cfg.prune.student)
         check_student_config(teacher_config, AutoConfig.from_pretrained(cfg.prune.student), layout, cfg.prune.student)
-    else:
-        try:
-            layout = layout_from_config(cfg.prune, n)
-        except ValueError as err:
-            raise ConfigError(f"prune: {err} (the teacher has {n} layers)") from None
-        if not layout.pruned:
-            raise ConfigError(f"prune keeps all {n} teacher layers: there is nothing to distil or interpolate")
+        return
+    try:
+        layout = layout_from_config(cfg.prune, n)
+    except ValueError as err:
+        raise ConfigError(f"prune: {err} (the teacher has {n} layers)") from None
+    if not layout.pruned:
+        raise ConfigError(f"prune keeps all {n} teacher layers: there is nothing to distil or interpolate")
+
+
+def check_processes(cfg: RunConfig) -> None:
+    """A run that distils on GPUs starts one process per GPU, so it cannot ask for more than there are."""
     d, gpus = cfg.distill, torch.cuda.device_count()
     if not cfg.prune.student and default_device().type == "cuda" and d.num_processes > gpus:  # it distils
         raise ConfigError(f"distill.num_processes is {d.num_processes} but this machine has {gpus} GPU(s): "
                           f"distillation runs one process per GPU; set it to at most {gpus} and raise "
                           f"distill.grad_accum to keep the global batch")
-    if cfg.data.source == "hub":
-        check_tasks(cfg)
-        return  # a streamed dataset is checked as it is read; the GPU box has the hub
+
+
+def check_text(cfg: RunConfig, source: str, log) -> None:
+    """The local text splits as configured and holds a held-out block and a global batch of training
+    blocks; evaluations asking for more held-out tokens than there are get a warning, not an error."""
+    d, seq = cfg.distill, cfg.data.seq_len
     tokenizer = AutoTokenizer.from_pretrained(source)
     try:
         split = split_corpus(cfg.data, tokenizer)
     except ValueError as err:  # it names an undecodable file or an unknown held-out document, and the key
         raise ConfigError(str(err)) from None
-    seq = cfg.data.seq_len
     held_out, train = len(pack(split["heldout"], seq)), len(pack(split["train"], seq))
     if held_out == 0:
         raise ConfigError(f"the held-out documents {cfg.data.heldout_documents} have {split['heldout'].size} tokens, "
@@ -74,7 +96,6 @@ def preflight(cfg: RunConfig, log=print) -> None:
         if wanted > held_out * seq:
             log(f"WARNING: {section}.eval_tokens = {wanted} but the held-out text has {held_out * seq} tokens in "
                 "blocks: every block is used")
-    check_tasks(cfg)
 
 
 def check_tasks(cfg: RunConfig) -> None:
