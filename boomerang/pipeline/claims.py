@@ -2,6 +2,9 @@
 computed from the result tables (never typed in). A claim whose runs are missing is reported as not run."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import pandas as pd
 from scipy.stats import spearmanr
 
@@ -48,48 +51,91 @@ def paper_claims(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd.
     return claims_frame(claims)
 
 
+@dataclass(frozen=True)
+class _Curves:
+    """The interpolation curves along one order that a sweep's variants are tested on; a variant missing from
+    `variants`, or a `reference` of None, did not run along it."""
+
+    sweep: Sweep
+    order: str
+    variants: dict[str, pd.DataFrame]
+    reference: pd.DataFrame | None
+
+    def figure(self, name: str) -> str:
+        variant = self.sweep.variants[name]
+        return self.sweep.spec.figures[variant.figure].paper if variant.figure else ""
+
+    def claim(self, name: str, text: str, rule: str, test: Callable[[pd.DataFrame], float],
+              needs_reference: bool = True) -> Claim:
+        """`test` of the variant's curve, or not run while that curve (or the reference's it needs) is missing."""
+        ready = name in self.variants and (self.reference is not None or not needs_reference)
+        figure = self.figure(name)
+        return Claim(text, test(self.variants[name]) if ready else None, rule, self.order, figure)
+
+
 def _variant_claims(sweep: Sweep, runs: dict[str, pd.DataFrame], order: str) -> list[Claim]:
     """Figs. 2 (initialisation), 4, 5, 8 and 10: each variant, by its roles, against the reference's curve.
     A run that did not interpolate along `order` (e.g. made before the order was in its config) counts as
     not run for it."""
     along = {name: interpolation_curve(run, order) for name, run in runs.items()
              if ((run.method == "interpolated") & (run.order == order)).any()}
-    base = along.get(sweep.reference)
-    curves = {name: along[name] for name in sweep.variants if name in along}
+    curves = _Curves(sweep, order, {name: along[name] for name in sweep.variants if name in along},
+                     along.get(sweep.reference))
+    return [*_initialisation_claims(curves), *_loss_ablation_claims(curves), *_cosine_claims(curves),
+            *_student_size_claims(curves), *_token_budget_claims(curves), *_separate_student_claims(curves, runs)]
 
-    def claim(name: str, text: str, rule: str, test, needs_reference: bool = True) -> Claim:
-        ready = name in curves and (base is not None or not needs_reference)
-        figure = sweep.spec.figures[sweep.variants[name].figure].paper if sweep.variants[name].figure else ""
-        return Claim(text, test(curves[name]) if ready else None, rule, order, figure)
 
-    claims = []
-    for name in sweep.with_role("random_init"):
-        claims.append(claim(name, "random-init interpolation is worse than pruning-init at every size (min ratio)",
-                            "> 1", lambda c: _ratio_at_sizes(c, base).min()))
-    losses = sweep.with_role("loss_ablation")
-    if losses:
-        ready = base is not None and all(name in curves for name in losses)
-        best = min(_ratio_at_sizes(curves[n], base).mean() for n in losses) if ready else None
-        figure = sweep.spec.figures[sweep.variants[losses[0]].figure].paper if sweep.variants[losses[0]].figure else ""
-        claims.append(Claim("the full loss gives the lowest interpolated perplexity (best ablation's mean ratio to it)",
-                            best, "> 1", order, figure))
-    for name in sweep.with_role("cosine_ablation"):
-        claims.append(claim(name, "the cosine term makes interpolation more monotone (rho without minus rho with)",
-                            "> 0", lambda c: _rho(c) - _rho(base)))
+def _initialisation_claims(curves: _Curves) -> list[Claim]:
+    """Fig. 2: the pruned teacher is a better start than random weights, at every size."""
+    return [curves.claim(name, "random-init interpolation is worse than pruning-init at every size (min ratio)", "> 1",
+                         lambda c: _ratio_at_sizes(c, curves.reference).min())
+            for name in curves.sweep.with_role("random_init")]
+
+
+def _loss_ablation_claims(curves: _Curves) -> list[Claim]:
+    """Fig. 5: one claim for all loss ablations together, as the full loss must beat even the best of them."""
+    losses = curves.sweep.with_role("loss_ablation")
+    if not losses:
+        return []
+    ready = curves.reference is not None and all(name in curves.variants for name in losses)
+    best = min(_ratio_at_sizes(curves.variants[n], curves.reference).mean() for n in losses) if ready else None
+    return [Claim("the full loss gives the lowest interpolated perplexity (best ablation's mean ratio to it)",
+                  best, "> 1", curves.order, curves.figure(losses[0]))]
+
+
+def _cosine_claims(curves: _Curves) -> list[Claim]:
+    """Fig. 5: the cosine term is what keeps interpolation monotone, so dropping it raises rho."""
+    return [curves.claim(name, "the cosine term makes interpolation more monotone (rho without minus rho with)", "> 0",
+                         lambda c: _rho(c) - _rho(curves.reference))
+            for name in curves.sweep.with_role("cosine_ablation")]
+
+
+def _student_size_claims(curves: _Curves) -> list[Claim]:
+    """Fig. 8: whether a student of a given size interpolates is judged on its own curve, without the reference."""
+    sweep, claims = curves.sweep, []
     for name in sweep.with_role("interpolates"):
-        claims.append(claim(name, f"a student from {sweep.variants[name].label} still interpolates (Spearman rho)",
-                            f"<= {MONOTONE_RHO:g}", _rho, needs_reference=False))
+        claims.append(curves.claim(name, f"a student from {sweep.variants[name].label} still interpolates "
+                                   "(Spearman rho)", f"<= {MONOTONE_RHO:g}", _rho, needs_reference=False))
     for name in sweep.with_role("does_not_interpolate"):
-        claims.append(claim(name, f"a student from {sweep.variants[name].label} does not interpolate smoothly "
-                            "(Spearman rho)", f"> {MONOTONE_RHO:g}", _rho, needs_reference=False))
-    for name in sweep.with_role("token_budget"):
-        claims.append(claim(name, f"too few tokens: interpolation less monotone (rho at {sweep.variants[name].label} "
-                            "minus the reference's)", "> 0", lambda c: _rho(c) - _rho(base)))
-    for name in sweep.with_role("separately_distilled"):
-        claims.append(claim(name, f"interpolation on par with a student distilled at {sweep.variants[name].label} "
-                            "(interpolated / distilled perplexity)", "<= 1.1",
-                            lambda c, name=name: _same_size_ratio(base, runs[name])))
+        claims.append(curves.claim(name, f"a student from {sweep.variants[name].label} does not interpolate smoothly "
+                                   "(Spearman rho)", f"> {MONOTONE_RHO:g}", _rho, needs_reference=False))
     return claims
+
+
+def _token_budget_claims(curves: _Curves) -> list[Claim]:
+    """Fig. 10: a student distilled on too few tokens interpolates less monotonically than the reference."""
+    return [curves.claim(name, f"too few tokens: interpolation less monotone (rho at "
+                         f"{curves.sweep.variants[name].label} minus the reference's)", "> 0",
+                         lambda c: _rho(c) - _rho(curves.reference))
+            for name in curves.sweep.with_role("token_budget")]
+
+
+def _separate_student_claims(curves: _Curves, runs: dict[str, pd.DataFrame]) -> list[Claim]:
+    """Fig. 4: interpolation saves distilling each size, so it must match a student distilled at that size."""
+    return [curves.claim(name, f"interpolation on par with a student distilled at {curves.sweep.variants[name].label} "
+                         "(interpolated / distilled perplexity)", "<= 1.1",
+                         lambda c: _same_size_ratio(curves.reference, runs[name]))
+            for name in curves.sweep.with_role("separately_distilled")]
 
 
 def _same_size_ratio(base: pd.DataFrame, separate: pd.DataFrame) -> float:
