@@ -21,6 +21,7 @@ from .core.patch import Interpolant, export
 from .device import default_device
 from .family import Family
 from .measure.cost import cost_table
+from .measure.models import run_family
 
 
 def choose(cfg: RunConfig, family: Family, orders: list[str], layers: int | None = None, params: float | None = None,
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         unknown = set(orders) - set(cfg.interpolate.orders)
         if unknown:
             raise ConfigError(f"--order {sorted(unknown)}: the run has {cfg.interpolate.orders}")
-        family = Family.of_run(cfg)
+        family = run_family(cfg)
         spec = choose(cfg, family, orders, args.layers, args.params, args.latency_ms, args.memory_mib)
     except ConfigError as err:
         sys.exit(f"error: {err}")

@@ -14,8 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .artefacts import INTERPOLANTS, STUDENT, student_source
-from .config import ConfigError, RunConfig, TeacherConfig
+from .config import TeacherConfig
 from .core.arch import adapter_for, decoder_layers, parameter_counts, ties_embeddings
 from .core.orders import FIXED_ORDERS
 from .core.patch import Interpolant, interpolants, patch
@@ -39,18 +38,6 @@ class Family:
         teacher_model, tokenizer = load_teacher(teacher, device)
         student_model, layout = load_student(student, dtype=teacher_model.dtype, device=teacher_model.device)
         return cls(teacher_model, student_model.eval(), layout, tokenizer)
-
-    @classmethod
-    def of_run(cls, cfg: RunConfig, device=None) -> Family:
-        """A run's teacher and its distilled (or released) student, with the sequences of the orders it chose
-        on data as its `interpolants.csv` records them (none before stage 03 has run)."""
-        if not cfg.prune.student and not STUDENT.path(cfg).exists():
-            raise ConfigError(f"run {cfg.name!r} has no distilled student at {STUDENT.path(cfg)}; run the pipeline "
-                              "first (`python -m boomerang.pipeline --config <its config>`)")
-        family = cls.load(cfg.teacher, student_source(cfg), device)
-        if INTERPOLANTS.path(cfg).exists():
-            family.sequences = recorded_sequences(pd.read_csv(INTERPOLANTS.path(cfg)))
-        return family
 
     @property
     def tied(self) -> bool:
@@ -115,6 +102,15 @@ class Family:
         whose patched sizes are naive layer pruning."""
         return Family(self.teacher, pruned_teacher(self.teacher, self.layout), self.layout, self.tokenizer,
                       self.sequences)
+
+
+def interpolation_table(family: Family, orders: list[str]) -> pd.DataFrame:
+    """Size of every interpolated model along each order (built, counted, discarded), with both
+    conventions of k."""
+    rows = [{"order": order, "k": spec.k, "authors_k": spec.authors_k, "num_layers": spec.num_layers,
+             "patched_blocks": list(spec.blocks), **family.counts(model)}
+            for order in orders for spec, model in family.sweep(order)]
+    return pd.DataFrame(rows)
 
 
 def recorded_sequences(table: pd.DataFrame) -> dict[str, list[int]]:

@@ -8,7 +8,9 @@ from boomerang.core.arch import parameter_counts
 from boomerang.core.patch import patch
 from boomerang.core.prune import Layout, build_student
 from boomerang.family import Family
-from boomerang.measure.perplexity import boomerang_checks, measured_once, perplexity, run_models
+from boomerang.measure.models import measured_once, run_models
+from boomerang.measure.curves import boomerang_checks
+from boomerang.measure.perplexity import perplexity
 from tests.conftest import VOCAB, tiny_model
 
 

@@ -6,7 +6,7 @@ import yaml
 
 from boomerang import artefacts as A
 from boomerang.config import ConfigError, load_config
-from boomerang.measure.perplexity import interpolation_curve
+from boomerang.measure.curves import interpolation_curve
 from boomerang.pipeline.claims import paper_claims
 from boomerang.pipeline.experiments import run_sweep
 from boomerang.pipeline.sweeps import read_sweep

@@ -100,16 +100,16 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
 
     # a semantic edit of package code re-runs the stages that reach it, and every later one; prose does not
     source = provenance._source
-    edited = "boomerang.measure.perplexity"
+    edited = "boomerang.measure.curves"
 
     def edit(replace):
         monkeypatch.setattr(provenance, "_source", lambda m: replace(source(m)) if m == edited else source(m))
 
     edit(lambda s: s.replace("BETWEEN_TOLERANCE = 0.02", "BETWEEN_TOLERANCE = 0.03"))
     planned = runner.run(run_config, log=quiet, dry_run=True)
-    assert reruns(planned) == RUN[2:]  # interpolation tables live in measure.perplexity; distillation does not
-    assert planned["03_interpolate"] == f"would run: changed: code of {edited}"
-    edit(lambda s: s.replace('"""Held-out perplexity of every', '"""The held-out perplexity of every')
+    assert reruns(planned) == RUN[3:]  # a check's change re-runs its readers, not interpolation or distillation
+    assert planned["04_evaluate"] == f"would run: changed: code of {edited}"
+    edit(lambda s: s.replace('"""Student, the interpolated sizes', '"""The student, the interpolated sizes')
          .replace("# an intermediate size may sit", "# an intermediate size can sit"))
     assert set(runner.run(run_config, log=quiet, dry_run=True).values()) == {"cached"}
     monkeypatch.setattr(provenance, "_source", source)

@@ -22,7 +22,8 @@ from ..core.arch import (adapter_for, assemble, decoder_layers, hidden_states, l
 from ..progress import progress
 from ..sources.text import heldout_blocks, train_batches
 from .align import final_state_cosine, final_states
-from .perplexity import METRIC_COLUMNS, perplexity
+from .models import METRIC_COLUMNS
+from .perplexity import perplexity
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from ..family import Family
 from ..io import cache_dir, write_json
 from ..sources.text import heldout_texts
 from .checks import Claim, claims_frame
-from .perplexity import METRIC_COLUMNS, measured_once, run_models
+from .models import METRIC_COLUMNS, measured_once, run_models
 from .tasks import build_tasks
 
 # The score drawn for each task, and how tasks are averaged into the paper's panels.

@@ -17,7 +17,8 @@ from ..core.prune import Layout
 from ..family import Family
 from ..sources.pairs import load_pair
 from ..sources.text import heldout_blocks
-from .perplexity import METRIC_COLUMNS, measured_once, perplexity, run_models
+from .models import METRIC_COLUMNS, measured_once, run_models
+from .perplexity import perplexity
 
 DISTIL_LAYERS = tuple(OffshelfConfig().layers)  # (0, 2, 4, 7, 9, 11): DistilBERT's and DistilGPT2's
 @torch.no_grad()

@@ -1,32 +1,22 @@
-"""Held-out perplexity of every model of a run, as one tidy long table, and the boomerang checks on it."""
+"""Held-out perplexity: of one model, and of every model of a run block by block, as one tidy long table."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Iterable
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
 from torch import nn
 
 from ..config import Precision
 from ..core.arch import adapter_for, hidden_states
-from ..core.orders import FIXED_ORDERS
 from ..device import autocast, compute_dtype
 from ..family import Family
-from ..progress import progress
 from .blockwise import Blockwise
-from .checks import Claim, claims_frame
+from .models import METRIC_COLUMNS, run_models
 
-METRIC_COLUMNS = ["model", "method", "order", "k", "authors_k", "num_layers", "params", "params_inference",
-                  "task", "metric", "value", "stderr", "batch_size"]
-BETWEEN_TOLERANCE = 0.02  # an intermediate size may sit 2 % outside the student-teacher band
-NAIVE_FACTOR = 10.0  # naive pruning must be 10x worse at the middle sizes
-MONOTONE_RHO = -0.9  # Spearman rho of perplexity against size
 HEAD_CHUNK = 512  # tokens whose logits exist at once
-T = TypeVar("T")
 
 
 @torch.no_grad()
@@ -64,55 +54,6 @@ def nll_summary(per_block: torch.Tensor) -> dict[str, float]:
     mean = per_block.mean().item()
     stderr = (per_block.std().item() / math.sqrt(len(per_block))) if len(per_block) > 1 else float("nan")
     return {"nll": mean, "nll_stderr": stderr, "perplexity": math.exp(mean)}
-
-
-def run_models(family: Family, orders: list[str], naive: Family | None = None, size_stride: int = 1,
-               naive_stride: int = 1, distinct_sizes: bool = False) -> Iterator[tuple[tuple, nn.Module, dict]]:
-    """Every model a run evaluates, with its row labels: teacher, student, each `size_stride`-th
-    intermediate size along each order, and, given the `naive` (undistilled) family, naive pruning at each
-    `naive_stride`-th size (0 = none). Teacher and student rows carry `order = "none"`.
-
-    By default every k in 1..M-1 is an intermediate size. With `distinct_sizes`, only layer counts strictly
-    between the student's and the teacher's are: patching a one-layer block keeps the size, and when that
-    layer was frozen at the teacher's the model is the student or the teacher again. Naive pruning always
-    strides over the distinct sizes, since in the undistilled student a one-layer block is an exact copy of
-    its teacher layer. Models are built lazily and share the family's tensors; each comes with a key that two
-    models computing the same function share (`Family.identity`), so a measurement is made once per key
-    (`measured_once`)."""
-    layout = family.layout
-    m, n = layout.num_blocks, layout.num_teacher_layers
-    naive = naive if naive_stride > 0 else None
-    ends = {"order": "none", "authors_k": None}
-    yield ("distilled", family.identity(range(m))), family.teacher, {"model": "teacher", "method": "teacher", **ends,
-                                                                     "k": m, "num_layers": n}
-    yield ("distilled", frozenset()), family.student, {"model": "student", "method": "student", **ends, "k": 0,
-                                                       "num_layers": m}
-    if naive:
-        yield ("naive", frozenset()), naive.student, {"model": "naive_pruned_k0", "method": "naive_pruned", **ends,
-                                                      "k": 0, "num_layers": m}
-    for order in orders:
-        sizes = family.interpolants(order)[1:-1]
-        distinct = [s for s in sizes if m < s.num_layers < n]
-        naive_sizes = set(distinct[::naive_stride]) if naive else set()
-        for i, spec in enumerate(progress(distinct if distinct_sizes else sizes, desc=f"sizes ({order})")):
-            labels = {"order": order, "k": spec.k, "authors_k": spec.authors_k, "num_layers": spec.num_layers}
-            if i % size_stride == 0:
-                yield (("distilled", family.identity(spec.blocks)), family.model(spec.blocks),
-                       {"model": spec.name(), "method": "interpolated", **labels})
-            if spec in naive_sizes:
-                yield (("naive", naive.identity(spec.blocks)), naive.model(spec.blocks),
-                       {"model": spec.name("naive"), "method": "naive_pruned", **labels})
-
-
-def measured_once(models: Iterable[tuple[Hashable, nn.Module, dict]], measure: Callable[[nn.Module], T]
-                  ) -> Iterator[tuple[nn.Module, dict, T]]:
-    """`measure(model)` for each of `models` (key, model, labels), made once per key: the same function
-    built along two orders, or a patch that changes nothing, is measured once and reported under each label."""
-    done: dict[Hashable, T] = {}
-    for key, model, labels in models:
-        if key not in done:
-            done[key] = measure(model)
-        yield model, labels, done[key]
 
 
 def blockwise_nll(family: Family, sets: Iterable[Iterable[int]], blocks: torch.Tensor, batch_size: int,
@@ -157,68 +98,3 @@ def measured_perplexities(family: Family, metrics: pd.DataFrame, orders: list[st
             if spec.name() in ppl:
                 known[family.identity(spec.blocks)] = ppl[spec.name()]
     return known
-
-
-def interpolation_table(family: Family, orders: list[str]) -> pd.DataFrame:
-    """Size of every interpolated model along each order (built, counted, discarded), with both
-    conventions of k."""
-    rows = [{"order": order, "k": spec.k, "authors_k": spec.authors_k, "num_layers": spec.num_layers,
-             "patched_blocks": list(spec.blocks), **family.counts(model)}
-            for order in orders for spec, model in family.sweep(order)]
-    return pd.DataFrame(rows)
-
-
-def interpolation_curve(metrics: pd.DataFrame, order: str) -> pd.DataFrame:
-    """Student, the interpolated sizes strictly between it and the teacher along `order`, teacher: one row
-    per size, smallest first. A patch of a one-layer block keeps the student's or the teacher's size; when
-    that layer was frozen it is the student or the teacher again, and when it was trained (random init,
-    unfrozen runs) it is another model of the same size, so the curve's ends are the endpoints themselves."""
-    ends = metrics[metrics.method.isin(["student", "teacher"])]
-    interp = metrics[(metrics.method == "interpolated") & (metrics.order == order)
-                     & metrics.num_layers.between(ends.num_layers.min(), ends.num_layers.max(), inclusive="neither")]
-    return pd.concat([ends, interp]).sort_values(["num_layers", "k"]).drop_duplicates("num_layers", keep="last")
-
-
-def order_comparison(metrics: pd.DataFrame, orders: list[str]) -> pd.DataFrame:
-    """Held-out perplexity of every order at every size strictly between student and teacher, the best fixed
-    order's, and each order chosen on data against it (a ratio below 1: better than both fixed orders)."""
-    ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
-    curves = {o: interpolation_curve(ppl, o).iloc[1:-1].set_index("num_layers").value for o in orders}
-    table = pd.DataFrame(curves)
-    fixed = [o for o in orders if o in FIXED_ORDERS]
-    if fixed:
-        table["best fixed order"] = table[fixed].min(axis=1)
-        for o in (o for o in orders if o not in FIXED_ORDERS):
-            table[f"{o} / best fixed"] = table[o] / table["best fixed order"]
-    return table.reset_index()
-
-
-def boomerang_checks(metrics: pd.DataFrame, task: str = "heldout", metric: str = "perplexity",
-                     figure: str = "") -> pd.DataFrame:
-    """The boomerang effect on a perplexity-like `metric` of `task`, per patch order, over the sizes of
-    `interpolation_curve` (the one rule for "intermediate size" everywhere):
-
-    - intermediate sizes lie between student and teacher (within `BETWEEN_TOLERANCE`);
-    - the metric falls with size: Spearman ρ(num_layers, metric) from student to teacher;
-    - naive pruning is at least `NAIVE_FACTOR`× worse than interpolation at the middle third of sizes.
-    """
-    p = metrics[(metrics.task == task) & (metrics.metric == metric)]
-    claims = []
-    for order in sorted(set(p[p.method == "interpolated"].order)):
-        curve = interpolation_curve(p, order)
-        student, teacher = curve.value.iloc[0], curve.value.iloc[-1]
-        interp = curve.iloc[1:-1]
-        inside = interp.value.between(teacher * (1 - BETWEEN_TOLERANCE), student * (1 + BETWEEN_TOLERANCE))
-        rho = spearmanr(curve.num_layers, curve.value).statistic
-        claims += [Claim("intermediate sizes between student and teacher", inside.mean(), ">= 0.9", order, figure),
-                   Claim(f"{metric} falls with size (Spearman rho)", rho, f"<= {MONOTONE_RHO:g}", order, figure)]
-        naive = p[(p.method == "naive_pruned") & (p.order == order)]
-        if len(naive):
-            low, high = curve.num_layers.iloc[0], curve.num_layers.iloc[-1]
-            third = (high - low) / 3
-            middle = interp[interp.num_layers.between(low + third, high - third)].set_index("num_layers").value
-            naive = naive.sort_values("k").groupby("num_layers").value.last()
-            ratio = (naive.reindex(middle.index) / middle).min()
-            claims.append(Claim("naive pruning worse at middle sizes (min ratio)", ratio, f">= {NAIVE_FACTOR:g}",
-                                order, figure))
-    return claims_frame(claims)

@@ -9,7 +9,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ..measure.checks import Claim, claims_frame
-from ..measure.perplexity import MONOTONE_RHO, boomerang_checks, interpolation_curve
+from ..measure.curves import MONOTONE_RHO, boomerang_checks, interpolation_curve
 from .sweeps import PRESET, Sweep
 
 

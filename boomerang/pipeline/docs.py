@@ -16,7 +16,7 @@ from .. import artefacts as A
 from ..config import REPO_ROOT, RunConfig
 from ..io import write_text
 from ..measure.harness import PRIMARY_METRIC
-from ..measure.perplexity import BETWEEN_TOLERANCE, interpolation_curve
+from ..measure.curves import BETWEEN_TOLERANCE, interpolation_curve
 from .sweeps import PRESET, Sweep
 
 TEMPLATES = REPO_ROOT / "docs" / "templates"

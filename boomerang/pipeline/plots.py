@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 
 from ..io import atomic_path
-from ..measure.perplexity import interpolation_curve
+from ..measure.curves import interpolation_curve
 from .sweeps import PRESET, Sweep
 
 ORDER_LABELS = {"last_to_first": "patch last → first", "first_to_last": "patch first → last", "klpatch": "KLPatch"}

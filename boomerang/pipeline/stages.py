@@ -23,7 +23,7 @@ from ..core.patch import endpoint_gaps, export_round_trip, interpolants, unique_
 from ..core.prune import build_student, layout_from_config, read_layout, save_student
 from ..device import resolve_run
 from ..distill.train import train
-from ..family import Family
+from ..family import Family, interpolation_table
 from ..io import write_csv, write_json
 from ..measure.align import alignment_checks, alignment_table
 from ..measure.baselines import layer_pruning_table
@@ -31,8 +31,9 @@ from ..measure.flops import flops_table
 from ..measure.harness import harness_checks, lm_eval_table, panel_scores
 from ..measure.offshelf import eval_blocks, pair_family, pair_metrics
 from ..measure.cost import cost_table
-from ..measure.perplexity import (boomerang_checks, heldout_table, interpolation_table, measured_perplexities,
-                                  order_comparison)
+from ..measure.curves import boomerang_checks, order_comparison
+from ..measure.models import run_family
+from ..measure.perplexity import heldout_table, measured_perplexities
 from ..measure.search import Calibration, klpatch_order, optimum_table
 from ..sources.student import check_released_student
 from ..sources.teacher import load_teacher
@@ -160,7 +161,7 @@ def interpolate(cfg: RunConfig) -> dict[str, Any]:
 @stage("04_evaluate", ("evaluate",), reads=(A.STUDENT,), writes=(A.METRICS, A.CHECKS))
 def evaluate(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     """Held-out perplexity of the teacher, the student, every size and naive pruning; the boomerang checks."""
-    family, e = Family.of_run(cfg), cfg.evaluate
+    family, e = run_family(cfg), cfg.evaluate
     blocks = heldout_blocks(cfg.data, family.tokenizer, e.eval_tokens)
     metrics = heldout_table(family, blocks, cfg.interpolate.orders, e.batch_size, e.mixed_precision, e.naive_stride)
     write_csv(A.METRICS.path(cfg), metrics)
@@ -174,7 +175,7 @@ def lm_eval(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     """Every model of the run scored by lm-evaluation-harness in memory; per task, the checks."""
     samples = A.LM_EVAL_SAMPLES.path(cfg)
     shutil.rmtree(samples, ignore_errors=True)
-    scored = lm_eval_table(cfg, Family.of_run(cfg), samples if cfg.lm_eval.log_samples else None)
+    scored = lm_eval_table(cfg, run_family(cfg), samples if cfg.lm_eval.log_samples else None)
     write_csv(A.LM_EVAL.path(cfg), scored)
     checks = harness_checks(scored)
     write_csv(A.LM_EVAL_CHECKS.path(cfg), checks)
@@ -187,7 +188,7 @@ def lm_eval(cfg: RunConfig) -> dict[str, pd.DataFrame]:
 def alignment(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     """CKA and aligned-layer cosines of the distilled and the undistilled student against the teacher, the
     final-state cosine of every size; the checks and their figures."""
-    family = Family.of_run(cfg)
+    family = run_family(cfg)
     distilled = "distilled" if cfg.prune.init == "teacher" else f"distilled ({cfg.prune.init} init)"
     students = {UNDISTILLED: family.undistilled().student, distilled: family.student}
     blocks = heldout_blocks(cfg.data, family.tokenizer, cfg.align.eval_tokens)
@@ -209,7 +210,7 @@ def sizes(cfg: RunConfig) -> dict[str, pd.DataFrame | None]:
     """Beyond the paper, for a practitioner choosing a size: every order at every size (KLPatch against the
     fixed orders), the exact optimum of KLPatch's objective where trying every subset is affordable, and
     what each size costs to run on this device."""
-    family = Family.of_run(cfg)
+    family = run_family(cfg)
     metrics = pd.read_csv(A.METRICS.path(cfg))
     orders = order_comparison(metrics, cfg.interpolate.orders)
     write_csv(A.ORDERS.path(cfg), orders)
