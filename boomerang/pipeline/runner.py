@@ -243,7 +243,11 @@ def _execute(stage: Stage, notebook: dict, cfg: RunConfig, config, overrides: di
     except DeadKernelError:
         raise SystemExit(f"error: stage {stage.name}: its kernel died (killed, or out of memory); the stage is not "
                          f"recorded, so the next run starts it again. Executed notebook so far: {output}") from None
-    executed = nbformat.read(output, as_version=4)  # papermill records where it wrote, as it was given
+    executed = nbformat.read(output, as_version=4)
+    # one parameters cell, papermill's, which holds what ran; paths where papermill recorded the notebook
+    # object it was handed and the output path as given
+    executed.cells = [c for c in executed.cells if "parameters" not in c.metadata.get("tags", [])]
+    executed.metadata.papermill.input_path = _repo_relative(notebooks / stage.notebook)
     executed.metadata.papermill.output_path = _repo_relative(output)
     write_text(output, nbformat.writes(executed))
     return time.perf_counter() - start
