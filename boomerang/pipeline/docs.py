@@ -1,8 +1,7 @@
 """The records in docs/, generated from results/: templates hold the prose, every number comes from a table.
 
 `docs/runs/<run>.md` is what a run shows (its stage 08), `docs/experiments/<preset>.md` what a sweep shows
-(stage 11). A run whose results hold a `recipe_search.csv` (the record of recipes tried before it) gets
-that record rendered in its document.
+(stage 11). A preset whose recipe was searched for by hand links its record, `docs/recipes/<run>.md`.
 """
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ from .sweeps import PRESET, Sweep
 TEMPLATES = REPO_ROOT / "docs" / "templates"
 CHECK_TABLES = (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
 COMPARED = (A.METRICS, *CHECK_TABLES, A.RUN_RECORD)  # what a run's record reads of the runs it is set beside
-RECIPE_RECORD = "recipe_search.csv"
 
 
 def table(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -115,7 +113,7 @@ def write_run_doc(cfg: RunConfig) -> Path:
     ends = ppl[ppl.method.isin(["student", "teacher"])].set_index("method")
     read = lambda a: pd.read_csv(a.path(cfg)) if a.path(cfg).exists() else None  # noqa: E731
     log, scores, layout = read(A.DISTILL_LOG), read(A.LM_EVAL), read(A.LAYOUT)
-    record = cfg.results_dir / RECIPE_RECORD
+    recipe = cfg.root / "docs" / "recipes" / f"{cfg.name}.md"  # hand-written, where a preset has one
     figures = {a: _relative(cfg.figures_dir / f"{a}.png", doc)
                for a in ("fig2_interpolation_vs_naive_pruning", "fig2_lm_eval", "alignment_cka", "alignment_cosine",
                          "alignment_final_state_vs_perplexity", "fig_orders", "fig_frontier", "distill_log")
@@ -125,7 +123,8 @@ def write_run_doc(cfg: RunConfig) -> Path:
             orders={o: perplexity_by_size(metrics, o) for o in cfg.interpolate.orders},
             checks=read(A.CHECKS), lm_eval=lm_eval_by_model(scores) if scores is not None and len(scores) else None,
             lm_eval_checks=read(A.LM_EVAL_CHECKS), alignment_checks=read(A.ALIGNMENT_CHECKS), figures=figures,
-            tolerance=BETWEEN_TOLERANCE, record=pd.read_csv(record) if record.exists() else None,
+            tolerance=BETWEEN_TOLERANCE, recipe=f"docs/recipes/{cfg.name}.md" if recipe.exists() else None,
+            recipe_link=_relative(recipe, doc),
             ran=how_it_ran(cfg), compared={other: side_by_side(cfg, other) for other in cfg.compare_with})
     return doc
 
