@@ -9,7 +9,7 @@ from boomerang.core.patch import patch
 from boomerang.core.prune import Layout, build_student
 from boomerang.family import Family
 from boomerang.measure.models import measured_once, run_models
-from boomerang.measure.curves import boomerang_checks
+from boomerang.measure.curves import boomerang_checks, size_table
 from boomerang.measure.perplexity import perplexity
 from tests.conftest import VOCAB, tiny_model
 
@@ -67,6 +67,25 @@ def test_checks_count_only_sizes_strictly_between_student_and_teacher():
     assert checks.loc["intermediate sizes between student and teacher", "value"] == 1.0  # 3 of 3, not 3 of 5
     assert math.isclose(checks.loc["perplexity falls with size (Spearman rho)", "value"], -1.0)
     assert checks.loc["naive pruning worse at middle sizes (min ratio)", "value"] == 1e4 / 14.0  # 6 layers only
+
+
+def test_the_size_table_lists_each_layer_count_once_whatever_each_order_calls_k():
+    """Orders number their sizes differently (KLPatch's k = 1 may add a layer where another order's keeps the
+    student's size); the table a reader sees is by layer count, student to teacher, one row each."""
+    rows = [{"method": "teacher", "order": "none", "k": 3, "num_layers": 7, "value": 10.0, "params": 70},
+            {"method": "student", "order": "none", "k": 0, "num_layers": 4, "value": 20.0, "params": 40}]
+    rows += [{"method": "interpolated", "order": "a", "k": k, "num_layers": n, "value": v, "params": 10 * n}
+             for k, n, v in [(1, 4, 20.0), (2, 5, 16.0), (3, 7, 10.0)]]  # k = 1 patches a one-layer block
+    rows += [{"method": "interpolated", "order": "b", "k": k, "num_layers": n, "value": v, "params": 10 * n}
+             for k, n, v in [(1, 5, 15.0), (2, 6, 12.0), (3, 7, 10.0)]]
+    rows += [{"method": "naive_pruned", "order": o, "k": 1, "num_layers": 5, "value": v, "params": 50}
+             for o, v in (("a", 900.0), ("b", 700.0))]
+    table = size_table(pd.DataFrame(rows).assign(task="heldout", metric="perplexity"))
+    assert list(table.layers) == [4, 5, 6, 7]
+    assert list(table.model) == ["student", "interpolated", "interpolated", "teacher"]
+    assert list(table["params (M)"] * 1e6) == [40, 50, 60, 70]
+    assert table.a.tolist()[:2] == [20.0, 16.0] and math.isnan(table.a[2]) and table.b.tolist()[1:] == [15.0, 12.0, 10.0]
+    assert table["naive pruning"][1] == 700.0 and table["naive pruning"].isna().sum() == 3
 
 
 def test_run_models_strides_over_sizes_strictly_between_student_and_teacher():

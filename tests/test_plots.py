@@ -11,9 +11,16 @@ def test_an_unchanged_figure_saves_to_identical_files(tmp_path, monkeypatch):
     fig, ax = plt.subplots()
     ax.plot([1, 2, 3], [3, 1, 2])
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")  # matplotlib dates its PDFs from this when set
-    first = save(fig, tmp_path / "first", "figure")
+    save(fig, tmp_path / "first", "figure")
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")
-    second = save(fig, tmp_path / "second", "figure")
-    assert [p.suffix for p in first] == [".png", ".pdf"]
-    for a, b in zip(first, second):
-        assert a.read_bytes() == b.read_bytes()
+    save(fig, tmp_path / "second", "figure")
+    for ext in ("png", "pdf"):
+        assert (tmp_path / "first" / f"figure.{ext}").read_bytes() == (tmp_path / "second" / f"figure.{ext}").read_bytes()
+
+
+def test_a_saved_figure_is_closed_and_returned_for_the_notebook_to_show(tmp_path):
+    """A stage's figures appear where its notebook shows them, not at the end of the cell that drew them."""
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [2, 1])
+    assert save(fig, tmp_path, "figure") is fig
+    assert fig.number not in plt.get_fignums()

@@ -69,3 +69,17 @@ def boomerang_checks(metrics: pd.DataFrame, task: str = "heldout", metric: str =
                                 order, figure))
     return claims_frame(claims)
 
+
+def size_table(metrics: pd.DataFrame, task: str = "heldout", metric: str = "perplexity") -> pd.DataFrame:
+    """One row per layer count from the student's to the teacher's, each size once: its parameters, `metric`
+    along each order (`interpolation_curve`) and of naive pruning (the best of the orders' layer choices)."""
+    p = metrics[(metrics.task == task) & (metrics.metric == metric)]
+    orders = sorted(set(p[p.method == "interpolated"].order))
+    table = pd.DataFrame({o: interpolation_curve(p, o).set_index("num_layers").value for o in orders})
+    naive = p[p.method == "naive_pruned"].groupby("num_layers").value.min()
+    if len(naive):
+        table["naive pruning"] = naive.reindex(table.index)
+    ends = p[p.method.isin(["student", "teacher"])].set_index("num_layers").method
+    table.insert(0, "model", [ends.get(n, "interpolated") for n in table.index])
+    table.insert(1, "params (M)", p.groupby("num_layers").params.max().reindex(table.index) / 1e6)
+    return table.rename_axis("layers").reset_index()

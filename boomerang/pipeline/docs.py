@@ -65,7 +65,10 @@ def lm_eval_by_model(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_checks(cfg: RunConfig) -> pd.DataFrame:
-    return pd.concat([pd.read_csv(a.path(cfg)) for a in CHECK_TABLES if a.path(cfg).exists()], ignore_index=True)
+    """Every check of the run; the paper figure a check reproduces as written ("2"), empty where none."""
+    tables = [pd.read_csv(a.path(cfg), dtype={"figure": str}, keep_default_na=False, na_values={"value": [""]})
+              for a in CHECK_TABLES if a.path(cfg).exists()]
+    return pd.concat(tables, ignore_index=True)
 
 
 def how_it_ran(cfg: RunConfig) -> pd.DataFrame | None:

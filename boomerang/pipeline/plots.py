@@ -144,8 +144,11 @@ def distill_log_figure(log: pd.DataFrame) -> plt.Figure:
     """Every loss term against training tokens."""
     _style()
     terms = [t for t in ("loss", "ce", "kl", "cos", "tail") if t in log]
-    fig, axes = plt.subplots(1, len(terms), figsize=(3.4 * len(terms), 3))
-    for ax, term in zip(axes, terms):
+    rows = (len(terms) + 2) // 3
+    fig, axes = plt.subplots(rows, 3, figsize=(9, 2.8 * rows), squeeze=False)
+    for ax in axes.flat[len(terms):]:
+        ax.set_visible(False)
+    for ax, term in zip(axes.flat, terms):
         ax.plot(log.tokens / 1e3, log[term], lw=1)
         ax.set_title(term)
         ax.set_xlabel("tokens (k)")
@@ -153,17 +156,16 @@ def distill_log_figure(log: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def save(fig: plt.Figure, directory: str | Path, name: str) -> list[Path]:
-    """Write `name.png` and `name.pdf` atomically; returns the paths. The PDF carries no creation date,
-    so an unchanged figure is an unchanged file."""
-    paths = []
+def save(fig: plt.Figure, directory: str | Path, name: str) -> plt.Figure:
+    """Write `name.png` and `name.pdf` atomically and close the figure, which is returned: a notebook shows
+    it where its text speaks of it, not wherever the cell that drew it ends. The PDF carries no creation
+    date, so an unchanged figure is an unchanged file."""
     for ext in ("png", "pdf"):
-        path = Path(directory) / f"{name}.{ext}"
-        with atomic_path(path) as tmp:
+        with atomic_path(Path(directory) / f"{name}.{ext}") as tmp:
             fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight",
                         metadata={"CreationDate": None} if ext == "pdf" else None)
-        paths.append(path)
-    return paths
+    plt.close(fig)
+    return fig
 
 
 def cka_figure(alignment: pd.DataFrame) -> plt.Figure:
@@ -201,19 +203,18 @@ def cosine_figure(alignment: pd.DataFrame) -> plt.Figure:
 
 
 def final_cosine_figure(alignment: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
-    """For each interpolated size: final-state cosine to the teacher beside held-out perplexity."""
+    """For each size along each order, by its number of layers: final-state cosine to the teacher beside
+    held-out perplexity (`interpolation_curve`'s sizes: each layer count once)."""
     _style()
     fin = alignment[alignment.kind == "final_cosine"]
     ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
-    ends = ppl[ppl.method.isin(["student", "teacher"])].set_index("k").value
     orders = list(dict.fromkeys(fin.order))
-    fig, axes = plt.subplots(1, len(orders), figsize=(5.4 * len(orders), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(orders), figsize=(4.6 * len(orders), 3.6), squeeze=False)
     for ax, order in zip(axes[0], orders):
-        f = fin[fin.order == order].sort_values("k")
-        p = ppl[(ppl.method == "interpolated") & (ppl.order == order)].set_index("k").value
-        p = pd.concat([p, ends]).sort_index()
-        ax.plot(f.k, f.value, "o-", color=COLORS["interpolated"], label="final-state cosine to teacher")
-        ax.set_xlabel("k (teacher blocks patched in)")
+        f = fin[fin.order == order].sort_values(["num_layers", "k"]).drop_duplicates("num_layers", keep="last")
+        p = interpolation_curve(ppl, order).set_index("num_layers").value
+        ax.plot(f.num_layers, f.value, "o-", color=COLORS["interpolated"], label="final-state cosine to teacher")
+        ax.set_xlabel("layers")
         ax.set_ylabel("cosine", color=COLORS["interpolated"])
         twin = ax.twinx()
         twin.plot(p.index, p.values, "s--", color="tab:orange", label="held-out perplexity")
@@ -226,11 +227,11 @@ def final_cosine_figure(alignment: pd.DataFrame, metrics: pd.DataFrame) -> plt.F
 
 
 def sweep_figures(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame,
-                  offshelf: pd.DataFrame | None, orders: list[str], directory: str | Path) -> list[str]:
+                  offshelf: pd.DataFrame | None, orders: list[str], directory: str | Path) -> dict[str, plt.Figure]:
     """Every figure of the sweep that has runs to draw: per figure of the sweep file, the reference run's
     curve (and the preset's) with its variants' (a separately distilled student as a point); Fig. 7
-    (interpolation against ShortGPT and LaCo) and Fig. 6 (each off-the-shelf pair). Returns the names drawn."""
-    drawn = []
+    (interpolation against ShortGPT and LaCo) and Fig. 6 (each off-the-shelf pair), by name."""
+    drawn = {}
     for name, spec in sweep.spec.figures.items():
         labels = {sweep.reference: spec.reference} if spec.reference else {}
         labels |= {PRESET: spec.preset} if spec.preset else {}
@@ -242,19 +243,16 @@ def sweep_figures(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd
         others = (pd.concat([runs[v][runs[v].method == "student"].assign(label="distilled at this size", style="point")
                              for v in points], ignore_index=True) if points else None)
         if sum(label in runs for label in labels) + len(points) > 1:
-            save(sweep_figure(curves, others, title=spec.title), directory, name)
-            drawn.append(name)
+            drawn[name] = save(sweep_figure(curves, others, title=spec.title), directory, name)
     if PRESET in runs:
         curves = {order: {"boomerang interpolation": interpolation_curve(runs[PRESET], order)} for order in orders}
         pruners = layer_pruning.assign(label=layer_pruning.method.map({"shortgpt": "ShortGPT", "laco": "LaCo"}),
                                        style="line")
-        save(sweep_figure(curves, pruners, title="Interpolation vs layer-pruning methods"), directory,
-             "fig7_layer_pruning")
-        drawn.append("fig7_layer_pruning")
+        drawn["fig7_layer_pruning"] = save(sweep_figure(curves, pruners, title="Interpolation vs layer-pruning methods"),
+                                           directory, "fig7_layer_pruning")
     for pair, table in ([] if offshelf is None else offshelf.groupby("task")):
-        save(boomerang_figure(table, metric=table.metric.iloc[0], task=pair, title=pair), directory,
-             f"fig6_offshelf_{pair}")
-        drawn.append(f"fig6_offshelf_{pair}")
+        drawn[f"fig6_offshelf_{pair}"] = save(boomerang_figure(table, metric=table.metric.iloc[0], task=pair,
+                                                               title=pair), directory, f"fig6_offshelf_{pair}")
     return drawn
 
 
@@ -286,15 +284,20 @@ def orders_figure(orders: pd.DataFrame, optimum: pd.DataFrame | None = None) -> 
 def frontier_figure(metrics: pd.DataFrame, cost: pd.DataFrame, others: pd.DataFrame | None = None) -> plt.Figure:
     """Quality against what a size costs to run: held-out perplexity against decode latency per token and
     against peak memory, for every order and baseline the run has (`others`: ShortGPT / LaCo rows). Sizes
-    with the same number of layers cost the same, so each model sits at its layer count's measured cost."""
+    with the same number of layers cost the same, so each model sits at its layer count's measured cost. The
+    axis stops at twice the student's perplexity, so the interpolation curves keep their shape; a baseline
+    that runs above it says so in the legend."""
     _style()
     ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
     lines = {ORDER_LABELS.get(o, o): ("o-", ORDER_COLORS.get(o), interpolation_curve(ppl, o))
              for o in sorted(set(ppl[ppl.method == "interpolated"].order))}
+    top = 2 * max(rows.value.max() for _, _, rows in lines.values())
     baselines = pd.concat([ppl[ppl.method == "naive_pruned"], *([] if others is None else [others])])
     for method, rows in baselines.groupby("method"):
         label, style, color = METHOD_STYLES.get(method, (method, "x--", None))
-        lines[label] = (style, color, rows.groupby("num_layers", as_index=False).value.min())
+        rows = rows.groupby("num_layers", as_index=False).value.min()
+        label += f" (above the axis at {(rows.value > top).sum()} sizes)" if (rows.value > top).any() else ""
+        lines[label] = (style, color, rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, (column, xlabel) in zip(axes, [("decode_ms_per_token", "decode latency, batch 1 (ms per token)"),
                                            ("peak_memory_mib", "peak memory (MiB)")]):
@@ -303,6 +306,7 @@ def frontier_figure(metrics: pd.DataFrame, cost: pd.DataFrame, others: pd.DataFr
             ax.plot(joined[column], joined.value, style, ms=3.5, lw=1.2, color=color, label=label)
         ax.set_xlabel(xlabel)
         _log_y(ax)
+        ax.set_ylim(top=top)
     axes[0].set_ylabel("held-out perplexity (log)")
     axes[1].legend(fontsize=8)
     fig.suptitle(f"What each size costs on {cost.device.iloc[0]}")

@@ -31,8 +31,8 @@ from ..measure.flops import flops_table
 from ..measure.harness import harness_checks, lm_eval_table, panel_scores
 from ..measure.offshelf import eval_blocks, pair_family, pair_metrics
 from ..measure.cost import cost_table
-from ..measure.curves import boomerang_checks, order_comparison
 from ..measure.models import run_family
+from ..measure.curves import boomerang_checks, order_comparison, size_table
 from ..measure.perplexity import heldout_table, measured_perplexities
 from ..measure.search import Calibration, klpatch_order, optimum_table
 from ..sources.student import check_released_student
@@ -158,16 +158,20 @@ def interpolate(cfg: RunConfig) -> dict[str, Any]:
     return {"interpolants": table, "endpoint gaps": gaps, "memory": memory, "exports": pd.DataFrame(exports)}
 
 
-@stage("04_evaluate", ("evaluate",), reads=(A.STUDENT,), writes=(A.METRICS, A.CHECKS))
-def evaluate(cfg: RunConfig) -> dict[str, pd.DataFrame]:
-    """Held-out perplexity of the teacher, the student, every size and naive pruning; the boomerang checks."""
+@stage("04_evaluate", ("evaluate",), reads=(A.STUDENT,),
+       writes=(A.METRICS, A.CHECKS, figure("fig2_interpolation_vs_naive_pruning")))
+def evaluate(cfg: RunConfig) -> dict[str, Any]:
+    """Held-out perplexity of the teacher, the student, every size and naive pruning, one row per size; the
+    boomerang checks; Fig. 2 for this run."""
     family, e = run_family(cfg), cfg.evaluate
     blocks = heldout_blocks(cfg.data, family.tokenizer, e.eval_tokens)
     metrics = heldout_table(family, blocks, cfg.interpolate.orders, e.batch_size, e.mixed_precision, e.naive_stride)
     write_csv(A.METRICS.path(cfg), metrics)
     checks = boomerang_checks(metrics, figure="2")
     write_csv(A.CHECKS.path(cfg), checks)
-    return {"metrics": metrics, "checks": checks}
+    name = "fig2_interpolation_vs_naive_pruning"
+    return {"metrics": metrics, "sizes": size_table(metrics), "checks": checks,
+            "figures": {name: plots.save(plots.boomerang_figure(metrics), cfg.figures_dir, name)}}
 
 
 @stage("05_lm_eval", ("lm_eval",), reads=(A.STUDENT,), writes=(A.LM_EVAL, A.LM_EVAL_CHECKS, A.LM_EVAL_SAMPLES))
@@ -185,7 +189,7 @@ def lm_eval(cfg: RunConfig) -> dict[str, pd.DataFrame]:
 @stage("06_alignment", ("align",), reads=(A.STUDENT, A.METRICS),
        writes=(A.ALIGNMENT, A.ALIGNMENT_CHECKS, figure("alignment_cka"), figure("alignment_cosine"),
                figure("alignment_final_state_vs_perplexity")))
-def alignment(cfg: RunConfig) -> dict[str, pd.DataFrame]:
+def alignment(cfg: RunConfig) -> dict[str, Any]:
     """CKA and aligned-layer cosines of the distilled and the undistilled student against the teacher, the
     final-state cosine of every size; the checks and their figures."""
     family = run_family(cfg)
@@ -197,16 +201,15 @@ def alignment(cfg: RunConfig) -> dict[str, pd.DataFrame]:
     write_csv(A.ALIGNMENT.path(cfg), table)
     checks = alignment_checks(table, reference=UNDISTILLED)
     write_csv(A.ALIGNMENT_CHECKS.path(cfg), checks)
-    plots.save(plots.cka_figure(table), cfg.figures_dir, "alignment_cka")
-    plots.save(plots.cosine_figure(table), cfg.figures_dir, "alignment_cosine")
-    plots.save(plots.final_cosine_figure(table, pd.read_csv(A.METRICS.path(cfg))), cfg.figures_dir,
-               "alignment_final_state_vs_perplexity")
-    return {"alignment": table, "checks": checks}
+    drawn = {"alignment_cka": plots.cka_figure(table), "alignment_cosine": plots.cosine_figure(table),
+             "alignment_final_state_vs_perplexity": plots.final_cosine_figure(table, pd.read_csv(A.METRICS.path(cfg)))}
+    return {"alignment": table, "checks": checks,
+            "figures": {name: plots.save(fig, cfg.figures_dir, name) for name, fig in drawn.items()}}
 
 
 @stage("07_sizes", ("sizes", "evaluate"), reads=(A.STUDENT, A.INTERPOLANTS, A.METRICS),
        writes=(A.ORDERS, A.OPTIMUM, A.COST, figure("fig_orders"), figure("fig_frontier")))
-def sizes(cfg: RunConfig) -> dict[str, pd.DataFrame | None]:
+def sizes(cfg: RunConfig) -> dict[str, Any]:
     """Beyond the paper, for a practitioner choosing a size: every order at every size (KLPatch against the
     fixed orders), the exact optimum of KLPatch's objective where trying every subset is affordable, and
     what each size costs to run on this device."""
@@ -226,9 +229,9 @@ def sizes(cfg: RunConfig) -> dict[str, pd.DataFrame | None]:
     cost = cost_table(family, cfg.interpolate.orders, cfg.sizes.cost_prompt_tokens, cfg.sizes.cost_new_tokens,
                       cfg.evaluate.mixed_precision)
     write_csv(A.COST.path(cfg), cost)
-    plots.save(plots.orders_figure(orders, optimum), cfg.figures_dir, "fig_orders")
-    plots.save(plots.frontier_figure(metrics, cost), cfg.figures_dir, "fig_frontier")
-    return {"orders": orders, "optimum": optimum, "cost": cost}
+    drawn = {"fig_orders": plots.orders_figure(orders, optimum), "fig_frontier": plots.frontier_figure(metrics, cost)}
+    return {"orders": orders, "optimum": optimum, "cost": cost,
+            "figures": {name: plots.save(fig, cfg.figures_dir, name) for name, fig in drawn.items()}}
 
 
 def compared_results(cfg: RunConfig) -> list[Path]:
@@ -238,22 +241,21 @@ def compared_results(cfg: RunConfig) -> list[Path]:
 
 @stage("08_report", ("compare_with",), reads=(A.DISTILL_LOG, A.METRICS, A.LM_EVAL, A.CHECKS, A.LM_EVAL_CHECKS,
                                             A.ALIGNMENT_CHECKS, A.RUN_RECORD),
-       writes=(figure("distill_log"), figure("fig2_interpolation_vs_naive_pruning"), figure("fig2_lm_eval"),
-               A.RUN_DOC), elsewhere=compared_results)
-def report(cfg: RunConfig) -> dict[str, pd.DataFrame]:
-    """The distillation curves, Fig. 2 for this run (held-out perplexity, and every lm-eval task or the
-    paper's averages) and the run's record in docs/, all drawn from results/ only. Every check of the run."""
+       writes=(figure("distill_log"), figure("fig2_lm_eval"), A.RUN_DOC), elsewhere=compared_results)
+def report(cfg: RunConfig) -> dict[str, Any]:
+    """The distillation curves, Figs. 2-3 through lm-eval (every task, or the paper's averages) and the
+    run's record in docs/, all drawn from results/ only. Every check of the run."""
+    drawn = {}
     if A.DISTILL_LOG.path(cfg).exists() and not cfg.prune.student:
-        plots.save(plots.distill_log_figure(pd.read_csv(A.DISTILL_LOG.path(cfg))), cfg.figures_dir, "distill_log")
-    metrics = pd.read_csv(A.METRICS.path(cfg))
-    plots.save(plots.boomerang_figure(metrics), cfg.figures_dir, "fig2_interpolation_vs_naive_pruning")
-    scores = pd.read_csv(A.LM_EVAL.path(cfg)) if A.LM_EVAL.path(cfg).exists() else metrics.iloc[:0]
-    panels = panel_scores(scores)
-    if len(panels):
-        plots.save(plots.harness_figure(panels), cfg.figures_dir, "fig2_lm_eval")
+        drawn["distill_log"] = plots.distill_log_figure(pd.read_csv(A.DISTILL_LOG.path(cfg)))
+    scores = pd.read_csv(A.LM_EVAL.path(cfg)) if A.LM_EVAL.path(cfg).exists() else None
+    panels = panel_scores(scores) if scores is not None else None
+    if panels is not None and len(panels):
+        drawn["fig2_lm_eval"] = plots.harness_figure(panels)
     checks = docs.run_checks(cfg)
     docs.write_run_doc(cfg)
-    return {"panels": panels, "checks": checks}
+    return {"panels": panels, "checks": checks,
+            "figures": {name: plots.save(fig, cfg.figures_dir, name) for name, fig in drawn.items()}}
 
 
 # --- experiments over a sweep ---------------------------------------------------------------------
@@ -305,8 +307,8 @@ def experiments(cfg: RunConfig) -> dict[str, Any]:
     write_csv(A.CLAIMS.path(cfg), claims)
     drawn = plots.sweep_figures(sweep, runs, layer_pruning, offshelf, cfg.interpolate.orders, cfg.figures_dir)
     if A.COST.path(cfg).exists() and PRESET in runs:  # the frontier again, with ShortGPT and LaCo
-        plots.save(plots.frontier_figure(runs[PRESET], pd.read_csv(A.COST.path(cfg)), layer_pruning), cfg.figures_dir,
-                   "fig_frontier_baselines")
-        drawn.append("fig_frontier_baselines")
+        drawn["fig_frontier_baselines"] = plots.save(
+            plots.frontier_figure(runs[PRESET], pd.read_csv(A.COST.path(cfg)), layer_pruning), cfg.figures_dir,
+            "fig_frontier_baselines")
     docs.write_experiments_doc(cfg, sweep, runs, claims)
     return {"claims": claims, "figures": drawn, "runs": sorted(runs)}
