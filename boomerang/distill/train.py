@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import (AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase,
                           get_cosine_with_min_lr_schedule_with_warmup)
 
+from ..allocator import retain_freed_memory
 from ..artefacts import CHECKPOINTS, DISTILL_LOG, LOCK, STUDENT, STUDENT_INIT
 from ..config import ConfigError, DistillConfig, RunConfig, load_config, parse_overrides
 from ..core.arch import adapter_for, decoder_layers, hidden_states
@@ -190,7 +191,9 @@ def checkpoint_root(cfg: RunConfig):
 def train(cfg: RunConfig, stop_after: int | None = None, log=note) -> pd.DataFrame:
     """Distil `runs/<run>/student_init` into `runs/<run>/student`, logging every step to `distill_log.csv`;
     returns the log. Resumes from the newest checkpoint of the same config and code. `stop_after` ends the
-    run early after that many steps (a real interruption resumes the same way)."""
+    run early after that many steps (a real interruption resumes the same way). The process keeps the memory
+    it frees for the next step's tensors (`allocator`)."""
+    retain_freed_memory()
     d = cfg.distill
     run = _set_up(cfg)
     start, rows, batches = _resume(cfg, run, log)
