@@ -38,8 +38,8 @@ rehearsal: setup    ## every paper preset end to end on tiny stand-ins of its hu
 test-slow: setup    ## end-to-end checks on the real teacher (minutes)
 	$(BIN)/python -m pytest -m slow
 
-benchmark: setup    ## distillation tokens/s, sweep time and peak memory
-	$(BIN)/python scripts/benchmark.py --config $(CONFIG)
+benchmark: setup    ## distillation tokens/s, sweep time and peak memory, recorded in docs/benchmarks.md
+	$(BIN)/python scripts/benchmark.py --config $(CONFIG) --write docs/benchmarks.md
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
