@@ -2,11 +2,9 @@
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB: a chunk of logits, a layer's
 activations) with a fresh `mmap` and unmaps it at `free`, so the next step faults the same pages in again
-and the kernel zeroes them: a distillation step of the CPU default took 390k page faults (1.6 GB) and
-0.7 CPU-s in the kernel. Served from the heap, never trimmed, that memory is reused once the heap has grown
-to what a step needs (a few steps). The price is a higher resident peak (freed blocks are kept, not all of
-them reusable); `scripts/benchmark.py --only allocator` shows both side by side: on the CPU default 16% more
-tokens/s for 7% more peak memory.
+and the kernel zeroes them, every step. Served from the heap, never trimmed, that memory is reused once the
+heap has grown to what a step needs (a few steps). The price is a higher resident peak (freed blocks are
+kept, not all of them reusable); `make benchmark` measures both side by side (`docs/benchmarks.md`).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Where a run's models live, and in which precision they compute.
 
 `auto` (every section's default) computes in bf16 where the device has it natively and in fp32 elsewhere: a
-CPU without bf16 matrix units (AVX2 only, as most laptops) runs a bf16 product about 100× slower than an fp32
-one, so the same config would take days there. The choice is measured, not read off CPU flags, so that it
+CPU without bf16 matrix units (AVX2 only, as most laptops) runs a bf16 product orders of magnitude slower than an
+fp32 one, so the same config would take days there. The choice is measured, not read off CPU flags, so that it
 also sees oneDNN's own limits (`ONEDNN_MAX_CPU_ISA`, which is how a CPU with bf16 units is made to behave
 like one without). A run decides once (the runner passes the decision to every stage); within a process the
 answer is cached.

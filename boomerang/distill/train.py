@@ -1,6 +1,6 @@
 """Distil the pruned student from the frozen teacher: one loop for one CPU, one GPU or several processes.
 
-Several processes (`torchrun` or `accelerate launch` sets them up) replicate the student (DDP) or shard
+Several processes (`torchrun` sets them up) replicate the student (DDP) or shard
 every decoder layer (FSDP, as the authors do), on GPUs or, for the offline rehearsal, on CPUs. Checkpoints
 hold everything that shapes the rest of the run, so an interrupted run resumes to exactly the result of
 an uninterrupted one; a non-finite loss stops the run before anything is saved.
@@ -112,8 +112,8 @@ def _compile_layers(*models: nn.Module) -> None:
 
 
 def _optimizer(model: nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
-    """AdamW, fused (one kernel over all tensors: 0.24 -> 0.09 s a step on the CPU default); weight decay on
-    matrices only (norms and biases are not decayed)."""
+    """AdamW, fused (one kernel over all tensors, not a loop over them); weight decay on matrices only (norms
+    and biases are not decayed)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},

@@ -1,8 +1,7 @@
 """Many patched models of one family over the same batches, run block by block: models that agree on their
 first blocks share that computation. A sweep along an order shares the student's (last → first) or the
 teacher's (first → last) lower blocks, and an exhaustive search over subsets of blocks shares most of its
-work (every size along both fixed orders of SmolLM2: 1.6× faster than running each model whole,
-`scripts/benchmark.py`).
+work (`make benchmark` sets it against running each model whole: `docs/benchmarks.md`).
 
 Each block runs as a model of its own (the student's layer, or the teacher's layers of the block) on the
 state its predecessor left, one batch at a time, so memory holds one batch's state per block. That needs

@@ -50,7 +50,7 @@ def task_manager(cfg: RunConfig) -> TaskManager:
         return TaskManager()
     texts = heldout_texts(cfg.data)
     root = build_tasks(texts, cache_dir() / "lm_eval_tasks", cfg.lm_eval.offline, cfg.seed)
-    # lm-eval's own index (14k YAML files, 8-20 s) only when a task of its own is asked for
+    # lm-eval's own index (thousands of YAML files, seconds to read) only when a task of its own is asked for
     defaults = not all(t.startswith("boomerang_") for t in cfg.lm_eval.tasks)
     return TaskManager(include_path=str(root), include_defaults=defaults)
 
