@@ -3,7 +3,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from boomerang.pipeline.plots import save  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from boomerang.pipeline.plots import order_panels, save, sweep_figure  # noqa: E402
 
 
 def test_an_unchanged_figure_saves_to_identical_files(tmp_path, monkeypatch):
@@ -24,3 +26,22 @@ def test_a_saved_figure_is_closed_and_returned_for_the_notebook_to_show(tmp_path
     ax.plot([1, 2], [2, 1])
     assert save(fig, tmp_path, "figure") is fig
     assert fig.number not in plt.get_fignums()
+
+
+def run(orders: list[str]) -> pd.DataFrame:
+    rows = [{"method": "student", "order": "none", "k": 0, "num_layers": 4, "params": 40, "value": 20.0},
+            {"method": "teacher", "order": "none", "k": 3, "num_layers": 7, "params": 70, "value": 10.0}]
+    rows += [{"method": "interpolated", "order": o, "k": k, "num_layers": 4 + k, "params": 40 + 10 * k, "value": 20.0 - 3 * k}
+             for o in orders for k in (1, 2)]
+    return pd.DataFrame(rows)
+
+
+def test_a_panel_is_drawn_only_for_an_order_every_compared_run_measured():
+    """A run without an order has only its endpoints there; joining them would draw a line no run measured."""
+    runs = {"preset": run(["last_to_first", "klpatch"]), "variant": run(["last_to_first"])}
+    panels, note = order_panels(runs, ["last_to_first", "klpatch"])
+    assert list(panels) == ["last_to_first"] and set(panels["last_to_first"]) == {"preset", "variant"}
+    assert note == "no KLPatch panel: not measured by variant"
+    fig = sweep_figure(panels, note=note)
+    assert len(fig.axes) == 1 and note in [t.get_text() for t in fig.texts]
+    assert order_panels({"variant": run([])}, ["klpatch"]) == ({}, "no KLPatch panel: not measured by variant")
