@@ -1,7 +1,9 @@
+import pandas as pd
 import pytest
 import torch
 
-from boomerang.measure.align import MinibatchCKA, aligned_cosines, cka_grid, layer_cosine, linear_cka, masked_tokens
+from boomerang.measure.align import (MinibatchCKA, aligned_cosines, alignment_checks, cka_grid, layer_cosine, linear_cka,
+                                     masked_tokens)
 from tests.conftest import VOCAB, tiny_model
 
 
@@ -79,3 +81,21 @@ def test_masked_positions_are_ignored():
     assert masked_tokens(student[0], None).shape == (10, 8)
     assert layer_cosine(student, teacher, [0, 1, 2], mask) == pytest.approx([1.0] * 3, abs=1e-12)
     assert max(layer_cosine(student, teacher, [0, 1, 2])) < 0.9
+
+
+def test_alignment_checks_say_which_states_fail():
+    """Student state s is mapped to teacher state 2s; the distilled student's CKA peaks there except at
+    state 2 (peak at teacher state 1), and its cosine is above the undistilled one's where they differ."""
+    rows = []
+    for model, cos, off in (("undistilled", [1.0, 0.5, 0.4], {}), ("distilled", [1.0, 0.7, 0.6], {2: 1})):
+        rows += [{"model": model, "kind": "cosine", "student_state": s, "teacher_state": 2 * s, "value": c}
+                 for s, c in enumerate(cos)]
+        rows += [{"model": model, "kind": "cka", "student_state": s, "teacher_state": t,
+                  "value": 1.0 if t == off.get(s, 2 * s) else 0.1} for s in range(3) for t in range(5)]
+    checks = alignment_checks(pd.DataFrame(rows), reference="undistilled").set_index(["claim", "scope"])
+    cosine = checks.loc[("cosine above the undistilled student at every aligned state (min gap)", "distilled")]
+    assert cosine.holds and cosine["where it fails"] == "" and abs(cosine.value - 0.2) < 1e-9
+    cka = checks.loc[("CKA peaks within one layer of the alignment map (fraction of states)", "distilled")]
+    assert not cka.holds and abs(cka.value - 2 / 3) < 1e-9
+    assert cka["where it fails"] == "student states 2 peak at teacher states 1 (mapped to 4)"
+    assert checks.loc[("CKA peaks within one layer of the alignment map (fraction of states)", "undistilled")].holds

@@ -51,8 +51,11 @@ def test_checks_detect_a_boomerang_and_its_absence():
 
     good = boomerang_checks(table([17.0, 14.0, 12.0], naive=1e4)).set_index("claim").holds
     assert good.all()
-    bad = boomerang_checks(table([30.0, 9.0, 25.0], naive=40.0)).set_index("claim").holds
-    assert not bad.any()
+    bad = boomerang_checks(table([30.0, 9.0, 25.0], naive=40.0)).set_index("claim")
+    assert not bad.holds.any()
+    assert bad["where it fails"].tolist() == ["outside the band at 5, 6, 7 layers", "rises at 5, 7 layers",
+                                              "4.44x at 6 layers"]
+    assert (boomerang_checks(table([17.0, 14.0, 12.0], naive=1e4))["where it fails"] == "").all()
 
 
 def test_checks_count_only_sizes_strictly_between_student_and_teacher():

@@ -247,13 +247,18 @@ def alignment_checks(alignment: pd.DataFrame, reference: str) -> pd.DataFrame:
         gap = cos[name] - cos[reference]
         differs = gap.abs() > 1e-6  # a state below the reference differs too, so its gap is the minimum
         value = float(gap[differs].min()) if differs.any() else 0.0
+        below = ", ".join(str(s) for s in gap[differs & (gap <= 0)].index)
         claims.append(Claim("cosine above the undistilled student at every aligned state (min gap)", value, "> 0",
-                            name))
+                            name, detail=f"at or below it at student states {below}"))
     cka = alignment[alignment.kind == "cka"]
     targets = alignment[alignment.kind == "cosine"].groupby(["model", "student_state"]).teacher_state.first()
     for name, grid in cka.groupby("model", sort=False):
         best = grid.loc[grid.groupby("student_state").value.idxmax()].set_index("student_state").teacher_state
         off = (best - targets.loc[name]).abs()
+        far = off.index[off > 1]
+        listed = lambda values: ", ".join(f"{v:g}" for v in values)  # noqa: E731
         claims.append(Claim("CKA peaks within one layer of the alignment map (fraction of states)",
-                            float((off <= 1).mean()), ">= 1", name))
+                            float((off <= 1).mean()), ">= 1", name,
+                            detail=f"student states {listed(far)} peak at teacher states {listed(best[far])} "
+                                   f"(mapped to {listed(targets.loc[name][far])})"))
     return claims_frame(claims)

@@ -56,18 +56,26 @@ def boomerang_checks(metrics: pd.DataFrame, task: str = "heldout", metric: str =
         interp = curve.iloc[1:-1]
         inside = interp.value.between(teacher * (1 - BETWEEN_TOLERANCE), student * (1 + BETWEEN_TOLERANCE))
         rho = spearmanr(curve.num_layers, curve.value).statistic
-        claims += [Claim("intermediate sizes between student and teacher", inside.mean(), ">= 0.9", order, figure),
-                   Claim(f"{metric} falls with size (Spearman rho)", rho, f"<= {MONOTONE_RHO:g}", order, figure)]
+        rises = curve.num_layers[curve.value.diff() > 0]
+        claims += [Claim("intermediate sizes between student and teacher", inside.mean(), ">= 0.9", order, figure,
+                         f"outside the band at {_layers(interp.num_layers[~inside])}"),
+                   Claim(f"{metric} falls with size (Spearman rho)", rho, f"<= {MONOTONE_RHO:g}", order, figure,
+                         f"rises at {_layers(rises)}")]
         naive = p[(p.method == "naive_pruned") & (p.order == order)]
         if len(naive):
             low, high = curve.num_layers.iloc[0], curve.num_layers.iloc[-1]
             third = (high - low) / 3
             middle = interp[interp.num_layers.between(low + third, high - third)].set_index("num_layers").value
             naive = naive.sort_values("k").groupby("num_layers").value.last()
-            ratio = (naive.reindex(middle.index) / middle).min()
-            claims.append(Claim("naive pruning worse at middle sizes (min ratio)", ratio, f">= {NAIVE_FACTOR:g}",
-                                order, figure))
+            ratios = (naive.reindex(middle.index) / middle).dropna()
+            short = ratios[ratios < NAIVE_FACTOR]
+            claims.append(Claim("naive pruning worse at middle sizes (min ratio)", ratios.min(), f">= {NAIVE_FACTOR:g}",
+                                order, figure, "; ".join(f"{r:.3g}x at {n} layers" for n, r in short.items())))
     return claims_frame(claims)
+
+
+def _layers(sizes: pd.Series) -> str:
+    return ", ".join(str(int(n)) for n in sizes) + " layers"
 
 
 def size_table(metrics: pd.DataFrame, task: str = "heldout", metric: str = "perplexity") -> pd.DataFrame:
