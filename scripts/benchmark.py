@@ -153,9 +153,11 @@ def main() -> None:
     args = parser.parse_args()
     overrides = json.loads(args.override)
     from boomerang.config import load_config
+    from boomerang.pipeline.runner import code_version
     from boomerang.sources.teacher import teacher_path
 
     teacher = load_config(args.config, overrides).teacher
+    code = code_version()  # what is measured: the code as the run starts
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         kept = args.stand_ins or Path(tmp)
@@ -193,7 +195,7 @@ def main() -> None:
     table = with_mfu(pd.DataFrame(rows)).round(1)
     print(table.to_string(index=False))
     if args.write:
-        record(table, args.write)
+        record(table, args.write, code)
     if any("failed" in row for row in rows):
         sys.exit(1)
 
@@ -212,14 +214,13 @@ def with_mfu(table):
     return table
 
 
-def record(table, path: Path) -> None:
+def record(table, path: Path, code: str) -> None:
     """The table as Markdown with what it was measured on: the document README and docstrings point to."""
     from datetime import datetime, timezone
 
     import torch
     from boomerang.device import default_device, describe
     from boomerang.io import write_text
-    from boomerang.pipeline.runner import code_version
 
     command = " ".join(["python", "scripts/benchmark.py", *sys.argv[1:]])
     write_text(path, f"""# Benchmarks
@@ -230,9 +231,9 @@ precision, measured here (`boomerang.device.peak_flops`).
 
 - measured: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC
 - device: {describe(default_device())}
-- torch {torch.__version__}; code {code_version()}
+- torch {torch.__version__}; code {code}
 
-{table.fillna("").to_markdown(index=False)}
+{table.astype(object).where(table.notna(), "").to_markdown(index=False)}
 """)
 
 
