@@ -3,7 +3,7 @@
 glibc serves every allocation above its mmap threshold (at most 32 MiB: a chunk of logits, a layer's
 activations) with a fresh `mmap` and unmaps it at `free`, so the next step faults the same pages in again
 and the kernel zeroes them, every step. Served from the heap, never trimmed, that memory is reused once the
-heap has grown to what a step needs (a few steps). The price is a higher resident peak (freed blocks are
+heap has grown to what a step needs (a few steps). The price is a higher resident peak (freed chunks are
 kept, not all of them reusable); `make benchmark` measures both side by side (`docs/benchmarks.md`).
 """
 from __future__ import annotations

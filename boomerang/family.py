@@ -28,7 +28,7 @@ class Family:
     student: PreTrainedModel
     layout: Layout
     tokenizer: PreTrainedTokenizerBase
-    sequences: dict[str, list[int]] = field(default_factory=dict)  # the blocks an order chosen on data patches
+    chosen_orders: dict[str, list[int]] = field(default_factory=dict)  # orders chosen on data: blocks patched in turn
 
     @classmethod
     def load(cls, teacher: TeacherConfig, student: str | Path, device=None) -> Family:
@@ -70,7 +70,7 @@ class Family:
 
     def interpolants(self, order: str) -> list[Interpolant]:
         """Every size along `order`, student (k = 0) to teacher (k = M)."""
-        return interpolants(self.layout, order, self.sequences.get(order))
+        return interpolants(self.layout, order, self.chosen_orders.get(order))
 
     def sweep(self, order: str) -> Iterator[tuple[Interpolant, PreTrainedModel]]:
         """Every size along `order`, built one at a time."""
@@ -101,7 +101,7 @@ class Family:
         """The same family before distillation: the teacher with the pruned layers removed (tensors shared),
         whose patched sizes are naive layer pruning."""
         return Family(self.teacher, pruned_teacher(self.teacher, self.layout), self.layout, self.tokenizer,
-                      self.sequences)
+                      self.chosen_orders)
 
 
 def interpolation_table(family: Family, orders: list[str]) -> pd.DataFrame:
@@ -113,14 +113,14 @@ def interpolation_table(family: Family, orders: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def recorded_sequences(table: pd.DataFrame) -> dict[str, list[int]]:
-    """The patch sequence of every order chosen on data, read back from an interpolation table (order, k,
-    patched_blocks): the block each size adds to the one before."""
-    sequences = {}
+def recorded_orders(table: pd.DataFrame) -> dict[str, list[int]]:
+    """Every order chosen on data, as the blocks it patches in turn, read back from an interpolation table
+    (order, k, patched_blocks): the block each size adds to the one before."""
+    orders = {}
     for order, rows in table[~table.order.isin(FIXED_ORDERS)].groupby("order"):
         sets = [set(json.loads(b)) for b in rows.sort_values("k").patched_blocks]
-        sequences[order] = [next(iter(after - before)) for before, after in zip(sets, sets[1:])]
-    return sequences
+        orders[order] = [next(iter(after - before)) for before, after in zip(sets, sets[1:])]
+    return orders
 
 
 def _same_tensors(a: nn.Module, b: nn.Module) -> bool:

@@ -81,7 +81,7 @@ def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, 
     from boomerang.measure.cost import peak_memory_mib
     from boomerang.family import Family
     from boomerang.measure.perplexity import blockwise_nll, perplexity
-    from boomerang.sources.text import heldout_blocks
+    from boomerang.sources.text import heldout_sequences
 
     with tempfile.TemporaryDirectory() as tmp:
         run = {**overrides, "name": "benchmark", "output_root": tmp}
@@ -89,15 +89,15 @@ def bench_sweep(config: str, overrides: dict, eval_tokens: int, by_block: bool, 
         cfg = load_config(config, run)
         e = cfg.evaluate
         family = Family.load(cfg.teacher, Path(tmp) / "runs" / "benchmark" / "student_init")  # its shapes
-        blocks = heldout_blocks(cfg.data, family.tokenizer, eval_tokens)
+        sequences = heldout_sequences(cfg.data, family.tokenizer, eval_tokens)
         sets = [spec.blocks for order in FIXED_ORDERS for spec in family.interpolants(order)]
         start = time.perf_counter()
         if by_block:  # what the pipeline does: each distinct function once, common first blocks shared
-            blockwise_nll(family, sets, blocks, e.batch_size, e.mixed_precision)
+            blockwise_nll(family, sets, sequences, e.batch_size, e.mixed_precision)
         else:  # the plain way: every size of every order run whole
             for blocks_patched in sets:
-                perplexity(family.model(blocks_patched), blocks, e.batch_size, e.mixed_precision)
-        queue.put({"models": len(sets), "tokens per model": blocks.numel(), "seconds": time.perf_counter() - start,
+                perplexity(family.model(blocks_patched), sequences, e.batch_size, e.mixed_precision)
+        queue.put({"models": len(sets), "tokens per model": sequences.numel(), "seconds": time.perf_counter() - start,
                    "teacher+student MiB": unique_tensor_bytes([family.teacher, family.student]) / 2**20,
                    "peak MiB": peak_memory_mib(family.teacher.device)})
 

@@ -63,10 +63,10 @@ def test_mismatched_example_counts_raise():
 
 def test_a_model_is_perfectly_aligned_with_itself():
     model = tiny_model("llama")
-    blocks = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
-    cosines = aligned_cosines(model, model, blocks, alignment=list(range(7)), batch_size=2)
+    sequences = torch.randint(0, VOCAB, (4, 16), generator=torch.Generator().manual_seed(0))
+    cosines = aligned_cosines(model, model, sequences, alignment=list(range(7)), batch_size=2)
     assert cosines == pytest.approx([1.0] * 7, abs=1e-6)
-    grid = cka_grid(model, model, blocks, batch_size=2, tokens_per_minibatch=24)
+    grid = cka_grid(model, model, sequences, batch_size=2, tokens_per_minibatch=24)
     assert grid.shape == (7, 7)
     assert (grid.diagonal() > 0.99).all()
 

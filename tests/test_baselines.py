@@ -17,14 +17,14 @@ def make_identity(model, i):
 def test_identity_layer_has_zero_block_influence_and_goes_first():
     model = tiny_model("llama", num_layers=6)
     make_identity(model, 3)
-    blocks = torch.randint(0, VOCAB, (4, 12))
-    bi = block_influence(model, blocks)
+    sequences = torch.randint(0, VOCAB, (4, 12))
+    bi = block_influence(model, sequences)
     assert bi[3] == pytest.approx(0, abs=1e-6)
     assert min(b for i, b in enumerate(bi) if i != 3) > 1e-3
     pruned = shortgpt(model, bi, 5)
     # removing an identity layer changes nothing
     with torch.no_grad():
-        assert torch.allclose(pruned(blocks).logits, model(blocks).logits, atol=1e-5)
+        assert torch.allclose(pruned(sequences).logits, model(sequences).logits, atol=1e-5)
     kept = [l.self_attn.o_proj.weight for l in decoder_layers(pruned)]
     assert all(w is not decoder_layers(model)[3].self_attn.o_proj.weight for w in kept)
 
@@ -47,11 +47,11 @@ def test_merge_adds_parameter_differences():
 
 def test_laco_reaches_every_size_and_keeps_shapes():
     model = tiny_model("llama", num_layers=8)
-    blocks = torch.randint(0, VOCAB, (2, 10))
+    sequences = torch.randint(0, VOCAB, (2, 10))
     for target in (7, 5, 3):
-        pruned = laco(model, target, blocks, merge_layers=3, lowest=1, interval=2, threshold=0.5)
+        pruned = laco(model, target, sequences, merge_layers=3, lowest=1, interval=2, threshold=0.5)
         assert len(decoder_layers(pruned)) == target == pruned.config.num_hidden_layers
-        assert pruned(blocks).logits.shape == (2, 10, VOCAB)
+        assert pruned(sequences).logits.shape == (2, 10, VOCAB)
     # the layers below `lowest` are untouched
     assert torch.equal(decoder_layers(pruned)[0].mlp.up_proj.weight, decoder_layers(model)[0].mlp.up_proj.weight)
 

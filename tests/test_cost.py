@@ -9,9 +9,9 @@ MIB = 2**20
 
 def _allocate(mib: int, queue) -> None:
     before = peak_memory_mib("cpu")
-    block = torch.ones(mib * MIB // 4)
+    buffer = torch.ones(mib * MIB // 4)
     queue.put(peak_memory_mib("cpu") - before)
-    del block
+    del buffer
 
 
 def test_a_fresh_process_sees_its_own_peak_memory_under_a_bigger_parent():

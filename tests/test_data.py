@@ -8,7 +8,7 @@ import torch
 from boomerang.config import DataConfig
 from boomerang.sources import text
 from boomerang.sources.archives import read_r_strings
-from boomerang.sources.text import heldout_blocks, pack, split_corpus, text_dir_documents, train_batches
+from boomerang.sources.text import heldout_sequences, pack, split_corpus, text_dir_documents, train_batches
 
 
 def r_character_vector(strings):
@@ -59,9 +59,9 @@ def test_batches_deterministic_resumable_and_disjoint(corpus_dir, tokenizer):
     assert not set(map(tuple, r0.tolist())) & set(map(tuple, r1.tolist()))
 
 
-def test_heldout_blocks_are_fixed(corpus_dir, tokenizer):
+def test_heldout_sequences_are_fixed(corpus_dir, tokenizer):
     cfg = config(corpus_dir)
-    a, b = heldout_blocks(cfg, tokenizer, 64), heldout_blocks(cfg, tokenizer, 64)
+    a, b = heldout_sequences(cfg, tokenizer, 64), heldout_sequences(cfg, tokenizer, 64)
     assert a.shape == (4, 16) and torch.equal(a, b)
 
 

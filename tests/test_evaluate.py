@@ -16,15 +16,15 @@ from tests.conftest import VOCAB, tiny_model
 
 def test_perplexity_is_the_plain_mean_token_nll_and_a_uniform_model_has_the_vocabulary_size():
     model = tiny_model("gpt_neox")  # untied: the head can be zeroed alone
-    blocks = torch.randint(0, VOCAB, (6, 700))  # longer than one chunk of the head
+    sequences = torch.randint(0, VOCAB, (6, 700))  # longer than one chunk of the head
     with torch.no_grad():
-        logits = model(input_ids=blocks).logits
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), blocks[:, 1:].flatten(), reduction="none")
-    result = perplexity(model, blocks, batch_size=4, mixed_precision="no")
+        logits = model(input_ids=sequences).logits
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), sequences[:, 1:].flatten(), reduction="none")
+    result = perplexity(model, sequences, batch_size=4, mixed_precision="no")
     assert result["nll"] == pytest.approx(nll.view(6, -1).mean(1).mean().item(), rel=1e-6)
     with torch.no_grad():
         model.get_output_embeddings().weight.zero_()
-    result = perplexity(model, blocks, batch_size=4, mixed_precision="no")
+    result = perplexity(model, sequences, batch_size=4, mixed_precision="no")
     assert math.isclose(result["perplexity"], VOCAB, rel_tol=1e-5)
     assert result["nll_stderr"] < 1e-6
 
@@ -132,13 +132,13 @@ def test_a_patch_that_changes_no_tensor_has_the_identity_of_the_model_without_it
     assert family.inert_blocks == set() and family.identity({0, 2, 4}) == {0, 2, 4}
 
     family = Family(teacher, build_student(teacher, layout).eval(), layout, tokenizer=None)
-    blocks = torch.randint(0, VOCAB, (3, 12))
+    sequences = torch.randint(0, VOCAB, (3, 12))
     calls = []
     def counted(model):
         calls.append(model)
-        return perplexity(model, blocks, 2, "no")
+        return perplexity(model, sequences, 2, "no")
     models = list(run_models(family, ["first_to_last", "last_to_first"], family.undistilled()))
     rows = list(measured_once(models, counted))
     assert len(rows) == len(models) and len(calls) == len({key for key, _, _ in models}) < len(models)
     for model, labels, result in rows:  # every label gets what measuring its own model gives
-        assert result == perplexity(model, blocks, 2, "no"), labels["model"]
+        assert result == perplexity(model, sequences, 2, "no"), labels["model"]

@@ -66,7 +66,7 @@ def test_a_layout_that_prunes_nothing_and_a_short_held_out_text_stop_the_preflig
     for doc in corpus_dir.glob("*.txt"):
         (short / doc.name).write_text(doc.read_text())
     (short / "doc5.txt").write_text("Too short.")
-    with pytest.raises(ConfigError, match=r"held-out documents \['doc5'\] have \d+ tokens, fewer than one block"):
+    with pytest.raises(ConfigError, match=r"held-out documents \['doc5'\] have \d+ tokens, fewer than one sequence"):
         preflight(load_config(run_config, {"data.path": str(short)}))
 
 

@@ -8,7 +8,7 @@ from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, Distil
 from boomerang.config import DataConfig, OffshelfConfig
 from boomerang.measure.perplexity import perplexity
 from boomerang.sources.pairs import distilbert_as_bert
-from boomerang.measure.offshelf import (DISTIL_LAYERS, eval_blocks, pair_family, pair_metrics,
+from boomerang.measure.offshelf import (DISTIL_LAYERS, pair_family, pair_metrics, pair_sequences,
                                 pseudo_perplexity)
 from boomerang.core.orders import FIXED_ORDERS
 from boomerang.core.patch import patch, patched_blocks
@@ -109,18 +109,18 @@ def test_released_masked_pair_from_disk_scored_at_every_size(tmp_path, corpus_di
     teacher, tokenizer = family.teacher, family.tokenizer
     assert masked and isinstance(family.student, BertForMaskedLM)
 
-    blocks = eval_blocks(SCORED, DataConfig(path=str(corpus_dir), **HELDOUT), tokenizer, masked)
-    assert blocks.shape == (4, 16)
-    assert (blocks[:, 0] == tokenizer.cls_token_id).all() and (blocks[:, -1] == tokenizer.sep_token_id).all()
+    sequences = pair_sequences(SCORED, DataConfig(path=str(corpus_dir), **HELDOUT), tokenizer, masked)
+    assert sequences.shape == (4, 16)
+    assert (sequences[:, 0] == tokenizer.cls_token_id).all() and (sequences[:, -1] == tokenizer.sep_token_id).all()
 
-    table = pair_metrics("bert", family, masked, blocks, SCORED)
+    table = pair_metrics("bert", family, masked, sequences, SCORED)
     assert len(table) == rows_per_pair() and set(table.metric) == {"pseudo_perplexity"}
-    assert tokenizer.unk_token_id not in blocks  # every word of the text is scored
+    assert tokenizer.unk_token_id not in sequences  # every word of the text is scored
     frame = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
     ends = table[table.order == "none"].set_index("method")
-    assert ends.value["teacher"] == pseudo_perplexity(teacher, blocks, tokenizer.mask_token_id, frame,
+    assert ends.value["teacher"] == pseudo_perplexity(teacher, sequences, tokenizer.mask_token_id, frame,
                                                       16)["pseudo_perplexity"]
-    assert ends.value["student"] == pytest.approx(pseudo_perplexity(distil, blocks, tokenizer.mask_token_id,
+    assert ends.value["student"] == pytest.approx(pseudo_perplexity(distil, sequences, tokenizer.mask_token_id,
                                                                     frame)["pseudo_perplexity"], rel=1e-5)
     interp = table[table.method == "interpolated"]
     assert interp.params.between(ends.params["student"], ends.params["teacher"]).all()
@@ -131,8 +131,8 @@ def test_released_masked_pair_from_disk_scored_at_every_size(tmp_path, corpus_di
 def test_released_causal_pair_scored_by_perplexity(corpus_dir, released_gpt2_pair):
     family, masked = pair_family(released_gpt2_pair["teacher"], released_gpt2_pair["student"], list(DISTIL_LAYERS))
     assert not masked
-    blocks = eval_blocks(SCORED, DataConfig(path=str(corpus_dir), **HELDOUT), family.tokenizer, masked)
-    table = pair_metrics("gpt2", family, masked, blocks, SCORED)
+    sequences = pair_sequences(SCORED, DataConfig(path=str(corpus_dir), **HELDOUT), family.tokenizer, masked)
+    table = pair_metrics("gpt2", family, masked, sequences, SCORED)
     assert len(table) == rows_per_pair() and set(table.metric) == {"perplexity"}
     teacher_row = table[table.method == "teacher"].iloc[0]
-    assert teacher_row.value == perplexity(family.teacher, blocks, 16, mixed_precision="no")["perplexity"]
+    assert teacher_row.value == perplexity(family.teacher, sequences, 16, mixed_precision="no")["perplexity"]

@@ -44,7 +44,7 @@ def test_orders_and_sizes():
         patched_blocks(4, 5, "last_to_first")
     with pytest.raises(ValueError):
         patched_blocks(4, 1, "middle_out")
-    with pytest.raises(ValueError, match="calibration"):  # an order chosen on data has no fixed sequence
+    with pytest.raises(ValueError, match="calibration"):  # an order chosen on data is not fixed by the layout
         patched_blocks(4, 1, "klpatch")
     chosen = interpolants(layout, "klpatch", [2, 0, 3, 1])
     assert [s.blocks for s in chosen] == [(), (2,), (0, 2), (0, 2, 3), (0, 1, 2, 3)]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from boomerang.config import load_config
-from boomerang.sources.text import heldout_blocks
+from boomerang.sources.text import heldout_sequences
 from boomerang.measure.perplexity import perplexity
 from boomerang.core.patch import endpoint_gaps
 from boomerang.core.prune import build_student, layout_from_config
@@ -22,7 +22,7 @@ def cpu_default():
 def test_teacher_is_the_real_pretrained_model(cpu_default):
     cfg, teacher, tokenizer = cpu_default
     assert teacher.config.num_hidden_layers == 30 and teacher.num_parameters() == 134_515_008
-    ppl = perplexity(teacher, heldout_blocks(cfg.data, tokenizer, 4096))["perplexity"]
+    ppl = perplexity(teacher, heldout_sequences(cfg.data, tokenizer, 4096))["perplexity"]
     assert 20 < ppl < 80  # a random model of this vocabulary would score ~49k
 
 
@@ -33,5 +33,5 @@ def test_patching_the_real_teacher_is_exact(cpu_default):
     with torch.no_grad():
         for p in student.parameters():
             p.mul_(1.01)
-    sample = heldout_blocks(cfg.data, tokenizer, 512)[:1, :64]
+    sample = heldout_sequences(cfg.data, tokenizer, 512)[:1, :64]
     assert endpoint_gaps(teacher, student, layout, sample) == {"k=M vs teacher": 0.0, "k=0 vs student": 0.0}

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 
 @dataclass(frozen=True)
 class Adapter:
-    layers: str  # the ModuleList of transformer blocks
+    layers: str  # the ModuleList of decoder layers
     embed: tuple[str, ...]  # modules that produce the first hidden state
     norm: str  # final norm applied before the LM head
     head: str  # LM head
@@ -145,7 +145,7 @@ def assemble(
     last: nn.Module,
     copy: bool = False,
 ) -> PreTrainedModel:
-    """Build a model whose i-th block is `layers[i] = (source_model, source_layer_index)`.
+    """Build a model whose i-th decoder layer is `layers[i] = (source_model, source_layer_index)`.
 
     The embedding comes from `first`, the final norm and LM head from `last`. With `copy=False` the new
     model shares the sources' tensors, so any number of assembled models cost no extra memory. Input and

@@ -80,17 +80,18 @@ def authors_k(layout: Layout, order: str, k: int) -> int | None:
     return sum(multi[:k])
 
 
-def interpolants(layout: Layout, order: str, sequence: list[int] | None = None) -> list[Interpolant]:
+def interpolants(layout: Layout, order: str, chosen: list[int] | None = None) -> list[Interpolant]:
     """Every size from the student (k = 0) to the teacher (k = M) along one patch order: a fixed order, or
-    the `sequence` of blocks an order chosen on data patches (which the authors' code does not build)."""
-    fixed = sequence is None
-    sequence = patch_order(layout.num_blocks, order) if fixed else list(sequence)
-    if sorted(sequence) != list(range(layout.num_blocks)):
-        raise ValueError(f"a patch order names every block once; got {sequence}")
+    an order chosen on data, given as `chosen`, the blocks it patches in turn (which the authors' code does
+    not build)."""
+    fixed = chosen is None
+    ordered = patch_order(layout.num_blocks, order) if fixed else list(chosen)
+    if sorted(ordered) != list(range(layout.num_blocks)):
+        raise ValueError(f"a patch order names every block once; got {ordered}")
     sizes = [len(b) for b in layout.blocks]
     out = []
     for k in range(layout.num_blocks + 1):
-        blocks = set(sequence[:k])
+        blocks = set(ordered[:k])
         num = sum(sizes[i] if i in blocks else 1 for i in range(layout.num_blocks))
         out.append(Interpolant(order, k, tuple(sorted(blocks)), num, authors_k(layout, order, k) if fixed else None))
     return out

@@ -40,7 +40,7 @@ def _by_rows(reduce, *tensors: torch.Tensor, rows: int = 64) -> torch.Tensor:
 
 
 def _logsumexp(x: torch.Tensor) -> torch.Tensor:
-    return _by_rows(lambda block: torch.logsumexp(block, -1, keepdim=True), x)
+    return _by_rows(lambda rows: torch.logsumexp(rows, -1, keepdim=True), x)
 
 
 def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

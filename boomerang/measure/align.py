@@ -152,7 +152,7 @@ def _hidden_states(model: nn.Module, batch: Tensor) -> tuple[Tensor, ...]:
 
 
 @torch.no_grad()
-def cka_grid(model_a: nn.Module, model_b: nn.Module, blocks: Tensor, batch_size: int = 8,
+def cka_grid(model_a: nn.Module, model_b: nn.Module, sequences: Tensor, batch_size: int = 8,
              tokens_per_minibatch: int = 512, seed: int = 0) -> np.ndarray:
     """Debiased minibatch CKA between every hidden state of `model_a` and every hidden state of `model_b`.
 
@@ -161,7 +161,7 @@ def cka_grid(model_a: nn.Module, model_b: nn.Module, blocks: Tensor, batch_size:
     """
     generator = torch.Generator().manual_seed(seed)
     acc: MinibatchCKA | None = None
-    for batch in progress(blocks.split(batch_size), desc="CKA", leave=False):
+    for batch in progress(sequences.split(batch_size), desc="CKA", leave=False):
         hs_a, hs_b = _hidden_states(model_a, batch), _hidden_states(model_b, batch)
         keep = torch.randperm(batch.numel(), generator=generator)[:tokens_per_minibatch]
         if acc is None:
@@ -169,21 +169,21 @@ def cka_grid(model_a: nn.Module, model_b: nn.Module, blocks: Tensor, batch_size:
         acc.update([masked_tokens(h, None)[keep.to(h.device)] for h in hs_a],
                    [masked_tokens(h, None)[keep.to(h.device)] for h in hs_b])
     if acc is None:
-        raise ValueError("cka_grid needs at least one block")
+        raise ValueError("cka_grid needs at least one sequence")
     return acc.compute()
 
 
 @torch.no_grad()
-def aligned_cosines(student: nn.Module, teacher: nn.Module, blocks: Tensor, alignment: Sequence[int],
+def aligned_cosines(student: nn.Module, teacher: nn.Module, sequences: Tensor, alignment: Sequence[int],
                     batch_size: int = 8) -> list[float]:
-    """`layer_cosine` over all tokens of `blocks`, each batch weighted by its token count."""
+    """`layer_cosine` over all tokens of `sequences`, each batch weighted by its token count."""
     totals, count = np.zeros(len(alignment)), 0
-    for batch in progress(blocks.split(batch_size), desc="cosine", leave=False):
+    for batch in progress(sequences.split(batch_size), desc="cosine", leave=False):
         cosines = layer_cosine(_hidden_states(student, batch), _hidden_states(teacher, batch), alignment)
         totals += batch.numel() * np.asarray(cosines)
         count += batch.numel()
     if count == 0:
-        raise ValueError("aligned_cosines needs at least one block")
+        raise ValueError("aligned_cosines needs at least one sequence")
     return (totals / count).tolist()
 
 
@@ -191,44 +191,46 @@ ALIGNMENT_COLUMNS = ["model", "kind", "order", "k", "num_layers", "student_state
 
 
 @torch.no_grad()
-def final_states(model: nn.Module, blocks: Tensor, batch_size: int = 8) -> list[Tensor]:
+def final_states(model: nn.Module, sequences: Tensor, batch_size: int = 8) -> list[Tensor]:
     """The last (post-norm) hidden state of each batch, computed once so a sweep can reuse the teacher's."""
-    return [_hidden_states(model, batch)[-1].float() for batch in blocks.split(batch_size)]
+    return [_hidden_states(model, batch)[-1].float() for batch in sequences.split(batch_size)]
 
 
 @torch.no_grad()
-def final_state_cosine(model: nn.Module, reference: Sequence[Tensor], blocks: Tensor, batch_size: int = 8) -> float:
+def final_state_cosine(model: nn.Module, reference: Sequence[Tensor], sequences: Tensor, batch_size: int = 8) -> float:
     """Mean token cosine between a model's final hidden state and precomputed `reference` states."""
     total, count = 0.0, 0
-    for batch, ref in zip(blocks.split(batch_size), reference):
+    for batch, ref in zip(sequences.split(batch_size), reference):
         final = _hidden_states(model, batch)[-1].float()
         total += F.cosine_similarity(final, ref.to(final.device), dim=-1).sum().item()
         count += batch.numel()
     return total / count
 
 
-def alignment_table(family: Family, students: dict[str, nn.Module], blocks: Tensor, orders: Sequence[str],
+def alignment_table(family: Family, students: dict[str, nn.Module], sequences: Tensor, orders: Sequence[str],
                     batch_size: int = 8, tokens_per_minibatch: int = 512) -> pd.DataFrame:
     """CKA grids and aligned-layer cosines of each of `students` against the family's teacher, and the
     final-state cosine of every interpolated model of the family."""
     teacher, layout = family.teacher, family.layout
     rows = []
     for name, student in students.items():
-        grid = cka_grid(student, teacher, blocks, batch_size, tokens_per_minibatch)
+        grid = cka_grid(student, teacher, sequences, batch_size, tokens_per_minibatch)
         rows += [{"model": name, "kind": "cka", "student_state": i, "teacher_state": j, "value": float(v)}
                  for (i, j), v in np.ndenumerate(grid)]
-        cosines = aligned_cosines(student, teacher, blocks, layout.alignment, batch_size)
+        cosines = aligned_cosines(student, teacher, sequences, layout.alignment, batch_size)
         rows += [{"model": name, "kind": "cosine", "student_state": i, "teacher_state": t, "value": c}
                  for i, (t, c) in enumerate(zip(layout.alignment, cosines))]
-    reference = final_states(teacher, blocks, batch_size)
+    reference = final_states(teacher, sequences, batch_size)
     sizes = [(order, spec) for order in orders for spec in family.interpolants(order)]
     runner = Blockwise(family, "no")
-    sums = runner.reduce([spec.blocks for _, spec in sizes], list(blocks.split(batch_size)), desc="final-state cosine",
+    sums = runner.reduce([spec.blocks for _, spec in sizes], list(sequences.split(batch_size)),
+                         desc="final-state cosine",
                          fn=lambda key, final, i: F.cosine_similarity(final.float(), reference[i].to(final.device),
                                                                       dim=-1).sum().item())
     for order, spec in sizes:
         rows.append({"model": spec.name(), "kind": "final_cosine", "order": order, "k": spec.k,
-                     "num_layers": spec.num_layers, "value": sum(sums[family.identity(spec.blocks)]) / blocks.numel()})
+                     "num_layers": spec.num_layers,
+                     "value": sum(sums[family.identity(spec.blocks)]) / sequences.numel()})
     return pd.DataFrame(rows, columns=ALIGNMENT_COLUMNS)
 
 

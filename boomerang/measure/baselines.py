@@ -20,15 +20,15 @@ from ..config import RunConfig
 from ..core.arch import (adapter_for, assemble, decoder_layers, hidden_states, layer_output, parameter_counts,
                          ties_embeddings)
 from ..progress import progress
-from ..sources.text import heldout_blocks, train_batches
+from ..sources.text import heldout_sequences, train_batches
 from .align import final_state_cosine, final_states
 from .models import METRIC_COLUMNS
 from .perplexity import perplexity
 
 
 @torch.no_grad()
-def block_influence(model: nn.Module, blocks: Tensor, batch_size: int = 8) -> list[float]:
-    """BI of every decoder layer, averaged over all tokens of `blocks`."""
+def block_influence(model: nn.Module, sequences: Tensor, batch_size: int = 8) -> list[float]:
+    """BI of every decoder layer, averaged over all tokens of `sequences`."""
     layers = decoder_layers(model)
     sums = torch.zeros(len(layers), dtype=torch.float64)
     count = 0
@@ -41,7 +41,7 @@ def block_influence(model: nn.Module, blocks: Tensor, batch_size: int = 8) -> li
 
     handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
-        for batch in blocks.split(batch_size):
+        for batch in sequences.split(batch_size):
             hidden_states(model, batch.to(next(model.parameters()).device))
             count += batch.numel()
     finally:
@@ -89,7 +89,7 @@ def _collapse(model: PreTrainedModel, start: int, count: int) -> PreTrainedModel
 
 
 @torch.no_grad()
-def laco(model: PreTrainedModel, num_layers: int, blocks: Tensor, merge_layers: int = 4, lowest: int = 1,
+def laco(model: PreTrainedModel, num_layers: int, sequences: Tensor, merge_layers: int = 4, lowest: int = 1,
          interval: int = 2, threshold: float = 0.65, batch_size: int = 8,
          reference: list[Tensor] | None = None) -> PreTrainedModel:
     """Collapse layers top-down until `num_layers` remain.
@@ -99,11 +99,11 @@ def laco(model: PreTrainedModel, num_layers: int, blocks: Tensor, merge_layers: 
     `interval` layers down, otherwise one. The last merge is shortened to land exactly on `num_layers`. When a walk reaches `lowest` short of
     the target, the next walk starts from the top again; a walk that keeps nothing takes the most similar
     candidate, so the target is always reached. `reference` (the original model's last hidden states on
-    `blocks`) lets a run continue from an already collapsed model."""
+    `sequences`) lets a run continue from an already collapsed model."""
     n = len(decoder_layers(model))
     if not 1 <= num_layers <= n:
         raise ValueError(f"num_layers must be in [1, {n}], got {num_layers}")
-    reference = reference or final_states(model, blocks, batch_size)
+    reference = reference or final_states(model, sequences, batch_size)
     if n - 2 < lowest and num_layers < n:
         raise ValueError(f"a {n}-layer model has no pair of layers at or above layer {lowest} to merge")
     current = model
@@ -116,7 +116,7 @@ def laco(model: PreTrainedModel, num_layers: int, blocks: Tensor, merge_layers: 
             start = min(start, size - 2)
             count = min(merge_layers, size - num_layers + 1, size - start)
             candidate = _collapse(current, start, count)
-            sim = final_state_cosine(candidate, reference, blocks, batch_size)
+            sim = final_state_cosine(candidate, reference, sequences, batch_size)
             if sim > threshold:
                 current, kept_any = candidate, True
                 start -= interval
@@ -137,7 +137,7 @@ def layer_pruning_table(cfg: RunConfig, teacher: PreTrainedModel, tokenizer, siz
     lp, e = cfg.layer_pruning, cfg.evaluate
     calibration = next(train_batches(cfg.data, tokenizer, max(1, lp.calibration_tokens // cfg.data.seq_len),
                                      cfg.seed))
-    blocks = heldout_blocks(cfg.data, tokenizer, e.eval_tokens)
+    heldout = heldout_sequences(cfg.data, tokenizer, e.eval_tokens)
     tied = ties_embeddings(teacher.config)
     influence = block_influence(teacher, calibration)
     reference = final_states(teacher, calibration)
@@ -146,7 +146,7 @@ def layer_pruning_table(cfg: RunConfig, teacher: PreTrainedModel, tokenizer, siz
         collapsed = laco(collapsed, n, calibration, lp.laco_merge_layers, lp.laco_lowest, lp.laco_interval,
                          lp.laco_threshold, reference=reference)
         for method, model in (("shortgpt", shortgpt(teacher, influence, n)), ("laco", collapsed)):
-            result = perplexity(model, blocks, e.batch_size, e.mixed_precision)
+            result = perplexity(model, heldout, e.batch_size, e.mixed_precision)
             rows.append({"model": f"{method}_{n}", "method": method, "order": "none", "num_layers": n, **parameter_counts(model, tied), "task": "heldout",
                          "metric": "perplexity", "value": result["perplexity"],
                          "stderr": result["perplexity"] * result["nll_stderr"], "batch_size": e.batch_size})

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..artefacts import INTERPOLANTS, STUDENT, student_source
 from ..config import ConfigError, RunConfig
-from ..family import Family, recorded_sequences
+from ..family import Family, recorded_orders
 from ..progress import progress
 
 METRIC_COLUMNS = ["model", "method", "order", "k", "authors_k", "num_layers", "params", "params_inference",
@@ -19,14 +19,14 @@ T = TypeVar("T")
 
 
 def run_family(cfg: RunConfig, device=None) -> Family:
-    """A run's teacher and its distilled (or released) student, with the sequences of the orders it chose
-    on data as its `interpolants.csv` records them (none before stage 03 has run)."""
+    """A run's teacher and its distilled (or released) student, with the orders it chose on data (the
+    blocks each patches in turn) as its `interpolants.csv` records them (none before stage 03 has run)."""
     if not cfg.prune.student and not STUDENT.path(cfg).exists():
         raise ConfigError(f"run {cfg.name!r} has no distilled student at {STUDENT.path(cfg)}; run the pipeline "
                           "first (`python -m boomerang.pipeline --config <its config>`)")
     family = Family.load(cfg.teacher, student_source(cfg), device)
     if INTERPOLANTS.path(cfg).exists():
-        family.sequences = recorded_sequences(pd.read_csv(INTERPOLANTS.path(cfg)))
+        family.chosen_orders = recorded_orders(pd.read_csv(INTERPOLANTS.path(cfg)))
     return family
 
 

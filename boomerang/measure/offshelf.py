@@ -16,7 +16,7 @@ from ..core.arch import num_layers
 from ..core.prune import Layout
 from ..family import Family
 from ..sources.pairs import load_pair
-from ..sources.text import heldout_blocks
+from ..sources.text import heldout_sequences
 from .models import METRIC_COLUMNS, measured_once, run_models
 from .perplexity import perplexity
 
@@ -55,21 +55,21 @@ def pair_family(teacher: str, student: str, layers: list[int], dtype: torch.dtyp
     return Family(teacher_model, student_model, layout, tokenizer), masked
 
 
-def eval_blocks(cfg: OffshelfConfig, data: DataConfig, tokenizer, masked: bool) -> Tensor:
-    """`eval_tokens` of text in blocks of `seq_len`, from `cfg.dataset` or else the run's held-out text;
-    a masked LM's blocks are framed by its [CLS] ... [SEP], as in pre-training."""
+def pair_sequences(cfg: OffshelfConfig, data: DataConfig, tokenizer, masked: bool) -> Tensor:
+    """`eval_tokens` of text in sequences of `seq_len`, from `cfg.dataset` or else the run's held-out text;
+    a masked LM's sequences are framed by its [CLS] ... [SEP], as in pre-training."""
     inner = cfg.seq_len - 2 if masked else cfg.seq_len
     source = (DataConfig(source="hub", heldout_dataset=cfg.dataset, heldout_config=cfg.dataset_config,
                          heldout_split=cfg.split, seq_len=inner) if cfg.dataset else data.model_copy(update={"seq_len": inner}))
-    blocks = heldout_blocks(source, tokenizer, cfg.eval_tokens)
+    sequences = heldout_sequences(source, tokenizer, cfg.eval_tokens)
     if not masked:
-        return blocks
-    cls, sep = (torch.full((len(blocks), 1), t, dtype=blocks.dtype) for t in (tokenizer.cls_token_id,
-                                                                             tokenizer.sep_token_id))
-    return torch.cat([cls, blocks, sep], dim=1)
+        return sequences
+    cls, sep = (torch.full((len(sequences), 1), t, dtype=sequences.dtype) for t in (tokenizer.cls_token_id,
+                                                                                   tokenizer.sep_token_id))
+    return torch.cat([cls, sequences, sep], dim=1)
 
 
-def pair_metrics(name: str, family: Family, masked: bool, blocks: Tensor, cfg: OffshelfConfig) -> pd.DataFrame:
+def pair_metrics(name: str, family: Family, masked: bool, sequences: Tensor, cfg: OffshelfConfig) -> pd.DataFrame:
     """Teacher, student, every interpolated size along `cfg.orders` and naive pruning (the teacher with
     the same layers removed) of one pair, in the layout of the held-out table with `task` = the pair's name."""
     tokenizer = family.tokenizer
@@ -78,8 +78,8 @@ def pair_metrics(name: str, family: Family, masked: bool, blocks: Tensor, cfg: O
     rows = []
     def measure(model: nn.Module) -> dict[str, float]:
         if masked:
-            return pseudo_perplexity(model, blocks, tokenizer.mask_token_id, frame, cfg.batch_size)
-        return perplexity(model, blocks, cfg.batch_size, mixed_precision="no")
+            return pseudo_perplexity(model, sequences, tokenizer.mask_token_id, frame, cfg.batch_size)
+        return perplexity(model, sequences, cfg.batch_size, mixed_precision="no")
 
     for model, labels, result in measured_once(run_models(family, cfg.orders, family.undistilled()), measure):
         rows.append({**labels, **family.counts(model), "task": name, "metric": metric,

@@ -20,24 +20,25 @@ HEAD_CHUNK = 512  # tokens whose logits exist at once
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, blocks: torch.Tensor, batch_size: int = 8,
+def perplexity(model: nn.Module, sequences: torch.Tensor, batch_size: int = 8,
                mixed_precision: Precision = "auto") -> dict[str, float]:
-    """Token-level perplexity of packed blocks (every token real), with the standard error of the mean NLL
-    over blocks."""
+    """Token-level perplexity of packed sequences (every token real), with the standard error of the mean NLL
+    over sequences."""
     device = next(model.parameters()).device
     head = model.get_submodule(adapter_for(model).head)
     nll = []
-    for batch in blocks.split(batch_size):
+    for batch in sequences.split(batch_size):
         batch = batch.to(device)
         with autocast(device, mixed_precision):
             final = hidden_states(model, batch)[-1]
-        nll.append(block_nll(final, batch, head, mixed_precision))
+        nll.append(sequence_nll(final, batch, head, mixed_precision))
     return nll_summary(torch.cat(nll))
 
 
 @torch.no_grad()
-def block_nll(final: torch.Tensor, batch: torch.Tensor, head: nn.Module, mixed_precision: Precision) -> torch.Tensor:
-    """The mean next-token NLL of each block of `batch`, from the model's final post-norm states. The LM head
+def sequence_nll(final: torch.Tensor, batch: torch.Tensor, head: nn.Module,
+                 mixed_precision: Precision) -> torch.Tensor:
+    """The mean next-token NLL of each sequence of `batch`, from the model's final post-norm states. The LM head
     runs on `HEAD_CHUNK` tokens at a time: the (tokens x vocabulary) logits of a batch are gigabytes in fp32."""
     dtype = compute_dtype(mixed_precision, final.device)
     weight, bias = ((None if t is None else t.to(dtype or t.dtype)) for t in (head.weight, head.bias))  # cast once
@@ -49,26 +50,26 @@ def block_nll(final: torch.Tensor, batch: torch.Tensor, head: nn.Module, mixed_p
     return torch.cat(losses).view(len(batch), -1).mean(1)
 
 
-def nll_summary(per_block: torch.Tensor) -> dict[str, float]:
-    """Mean NLL, its standard error over blocks, and the perplexity."""
-    mean = per_block.mean().item()
-    stderr = (per_block.std().item() / math.sqrt(len(per_block))) if len(per_block) > 1 else float("nan")
+def nll_summary(per_sequence: torch.Tensor) -> dict[str, float]:
+    """Mean NLL, its standard error over sequences, and the perplexity."""
+    mean = per_sequence.mean().item()
+    stderr = (per_sequence.std().item() / math.sqrt(len(per_sequence))) if len(per_sequence) > 1 else float("nan")
     return {"nll": mean, "nll_stderr": stderr, "perplexity": math.exp(mean)}
 
 
-def blockwise_nll(family: Family, sets: Iterable[Iterable[int]], blocks: torch.Tensor, batch_size: int,
+def blockwise_nll(family: Family, sets: Iterable[Iterable[int]], sequences: torch.Tensor, batch_size: int,
                   mixed_precision: Precision, desc: str = "perplexity") -> dict[frozenset[int], torch.Tensor]:
-    """Per-token NLL on `blocks` of the patched model of each of `sets`, by its `Family.identity`, all run
-    block by block together (`Blockwise`)."""
-    batches = list(blocks.split(batch_size))
+    """The mean NLL of each of `sequences` under the patched model of each of `sets`, by its
+    `Family.identity`, all run block by block together (`Blockwise`)."""
+    batches = list(sequences.split(batch_size))
     runner = Blockwise(family, mixed_precision)
     nll = runner.reduce(sets, batches, desc=desc,
-                        fn=lambda key, final, i: block_nll(final, batches[i].to(final.device), runner.head(key),
-                                                             mixed_precision))
+                        fn=lambda key, final, i: sequence_nll(final, batches[i].to(final.device), runner.head(key),
+                                                                mixed_precision))
     return {key: torch.cat(per_batch) for key, per_batch in nll.items()}
 
 
-def heldout_table(family: Family, blocks: torch.Tensor, orders: list[str], batch_size: int,
+def heldout_table(family: Family, sequences: torch.Tensor, orders: list[str], batch_size: int,
                   mixed_precision: Precision, naive_stride: int) -> pd.DataFrame:
     """Held-out perplexity (and NLL) of every model of `run_models`, naive pruning at every
     `naive_stride`-th size."""
@@ -76,9 +77,9 @@ def heldout_table(family: Family, blocks: torch.Tensor, orders: list[str], batch
     models = list(run_models(family, orders, families["naive"], naive_stride=naive_stride))
     results = {}
     for tag, member in families.items():
-        nll = blockwise_nll(member, [k for (t, k), _, _ in models if t == tag], blocks, batch_size, mixed_precision,
-                            desc=f"held-out perplexity ({tag})")
-        results |= {(tag, key): nll_summary(per_token) for key, per_token in nll.items()}
+        nll = blockwise_nll(member, [k for (t, k), _, _ in models if t == tag], sequences, batch_size,
+                            mixed_precision, desc=f"held-out perplexity ({tag})")
+        results |= {(tag, key): nll_summary(per_sequence) for key, per_sequence in nll.items()}
     rows: list[dict] = []
     for key, model, labels in models:
         result = results[key]

@@ -26,11 +26,11 @@ from .perplexity import perplexity
 
 
 class Calibration:
-    """Calibration blocks and the teacher's log-probabilities on them, computed once."""
+    """Calibration sequences and the teacher's log-probabilities on them, computed once."""
 
-    def __init__(self, teacher: nn.Module, blocks: Tensor, batch_size: int, precision: Precision):
+    def __init__(self, teacher: nn.Module, sequences: Tensor, batch_size: int, precision: Precision):
         self.device = next(teacher.parameters()).device
-        self.batches = [b.to(self.device) for b in blocks.split(batch_size)]
+        self.batches = [b.to(self.device) for b in sequences.split(batch_size)]
         self.precision = precision
         with torch.no_grad(), autocast(self.device, precision):  # the teacher as the candidates compute
             self.teacher_logp = [_logp(teacher(input_ids=b).logits) for b in self.batches]

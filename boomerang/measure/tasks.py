@@ -37,8 +37,8 @@ def paragraphs(text: str, min_words: int = 12) -> list[str]:
     """Blank-line separated paragraphs with whitespace collapsed; headings, stage directions and
     speaker names (too short) are left out."""
     out = []
-    for block in re.split(r"\n\s*\n", text):
-        para = " ".join(block.split())
+    for chunk in re.split(r"\n\s*\n", text):
+        para = " ".join(chunk.split())
         if len(para.split()) >= min_words and not para.startswith("["):
             out.append(para)
     return out

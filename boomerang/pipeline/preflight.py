@@ -76,8 +76,8 @@ def check_processes(cfg: RunConfig) -> None:
 
 
 def check_text(cfg: RunConfig, source: str, log) -> None:
-    """The local text splits as configured and holds a held-out block and a global batch of training
-    blocks; evaluations asking for more held-out tokens than there are get a warning, not an error."""
+    """The local text splits as configured and holds a held-out sequence and a global batch of training
+    sequences; evaluations asking for more held-out tokens than there are get a warning, not an error."""
     d, seq = cfg.distill, cfg.data.seq_len
     tokenizer = AutoTokenizer.from_pretrained(source)
     try:
@@ -87,15 +87,15 @@ def check_text(cfg: RunConfig, source: str, log) -> None:
     held_out, train = len(pack(split["heldout"], seq)), len(pack(split["train"], seq))
     if held_out == 0:
         raise ConfigError(f"the held-out documents {cfg.data.heldout_documents} have {split['heldout'].size} tokens, "
-                          f"fewer than one block of data.seq_len = {seq}")
+                          f"fewer than one sequence of data.seq_len = {seq}")
     if train < d.batch_size * d.num_processes:
-        raise ConfigError(f"the training text has {train} blocks of {seq} tokens, fewer than one global batch of "
+        raise ConfigError(f"the training text has {train} sequences of {seq} tokens, fewer than one global batch of "
                           f"{d.batch_size * d.num_processes}")
     for section in ("evaluate", "align"):
         wanted = getattr(cfg, section).eval_tokens
         if wanted > held_out * seq:
             log(f"WARNING: {section}.eval_tokens = {wanted} but the held-out text has {held_out * seq} tokens in "
-                "blocks: every block is used")
+                "sequences: every sequence is used")
 
 
 def check_tasks(cfg: RunConfig) -> None:

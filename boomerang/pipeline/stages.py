@@ -29,7 +29,7 @@ from ..measure.align import alignment_checks, alignment_table
 from ..measure.baselines import layer_pruning_table
 from ..measure.flops import flops_table
 from ..measure.harness import harness_checks, lm_eval_table, panel_scores
-from ..measure.offshelf import eval_blocks, pair_family, pair_metrics
+from ..measure.offshelf import pair_family, pair_metrics, pair_sequences
 from ..measure.cost import cost_table
 from ..measure.models import run_family
 from ..measure.curves import boomerang_checks, order_comparison, size_table
@@ -37,7 +37,7 @@ from ..measure.perplexity import heldout_table, measured_perplexities
 from ..measure.search import Calibration, klpatch_order, optimum_table
 from ..sources.student import check_released_student
 from ..sources.teacher import load_teacher
-from ..sources.text import heldout_blocks, train_batches
+from ..sources.text import heldout_sequences, train_batches
 from . import docs, plots
 from .claims import paper_claims
 from .sweeps import PRESET, read_sweep
@@ -80,9 +80,9 @@ def stages(group: str) -> list[Stage]:
 
 def _calibration(cfg: RunConfig, family: Family) -> Calibration:
     """The first `interpolate.calibration_tokens` of the training stream, with the teacher's predictions."""
-    blocks = next(train_batches(cfg.data, family.tokenizer, max(1, cfg.interpolate.calibration_tokens // cfg.data.seq_len),
-                                cfg.seed))
-    return Calibration(family.teacher, blocks, cfg.evaluate.batch_size, cfg.evaluate.mixed_precision)
+    sequences = next(train_batches(cfg.data, family.tokenizer,
+                                   max(1, cfg.interpolate.calibration_tokens // cfg.data.seq_len), cfg.seed))
+    return Calibration(family.teacher, sequences, cfg.evaluate.batch_size, cfg.evaluate.mixed_precision)
 
 
 # --- a run ----------------------------------------------------------------------------------------
@@ -133,11 +133,11 @@ def interpolate(cfg: RunConfig) -> dict[str, Any]:
     family = Family.load(cfg.teacher, student_source(cfg))
     kls: list[float] = []
     if "klpatch" in cfg.interpolate.orders:
-        family.sequences["klpatch"], kls = klpatch_order(family, _calibration(cfg, family))
+        family.chosen_orders["klpatch"], kls = klpatch_order(family, _calibration(cfg, family))
     table = interpolation_table(family, cfg.interpolate.orders)
     table["calibration_kl"] = [kls[k - 1] if o == "klpatch" and k else float("nan") for o, k in zip(table.order, table.k)]
     write_csv(A.INTERPOLANTS.path(cfg), table)
-    sample = heldout_blocks(cfg.data, family.tokenizer, 2 * cfg.data.seq_len)
+    sample = heldout_sequences(cfg.data, family.tokenizer, 2 * cfg.data.seq_len)
     gaps = endpoint_gaps(family.teacher, family.student, family.layout, sample)
     if any(gaps.values()):
         raise AssertionError(f"patched endpoints differ from teacher or student: {gaps}")
@@ -164,8 +164,8 @@ def evaluate(cfg: RunConfig) -> dict[str, Any]:
     """Held-out perplexity of the teacher, the student, every size and naive pruning, one row per size; the
     boomerang checks; Fig. 2 for this run."""
     family, e = run_family(cfg), cfg.evaluate
-    blocks = heldout_blocks(cfg.data, family.tokenizer, e.eval_tokens)
-    metrics = heldout_table(family, blocks, cfg.interpolate.orders, e.batch_size, e.mixed_precision, e.naive_stride)
+    sequences = heldout_sequences(cfg.data, family.tokenizer, e.eval_tokens)
+    metrics = heldout_table(family, sequences, cfg.interpolate.orders, e.batch_size, e.mixed_precision, e.naive_stride)
     write_csv(A.METRICS.path(cfg), metrics)
     checks = boomerang_checks(metrics, figure="2")
     write_csv(A.CHECKS.path(cfg), checks)
@@ -195,8 +195,8 @@ def alignment(cfg: RunConfig) -> dict[str, Any]:
     family = run_family(cfg)
     distilled = "distilled" if cfg.prune.init == "teacher" else f"distilled ({cfg.prune.init} init)"
     students = {UNDISTILLED: family.undistilled().student, distilled: family.student}
-    blocks = heldout_blocks(cfg.data, family.tokenizer, cfg.align.eval_tokens)
-    table = alignment_table(family, students, blocks, cfg.interpolate.orders, cfg.align.batch_size,
+    sequences = heldout_sequences(cfg.data, family.tokenizer, cfg.align.eval_tokens)
+    table = alignment_table(family, students, sequences, cfg.interpolate.orders, cfg.align.batch_size,
                             cfg.align.tokens_per_minibatch)
     write_csv(A.ALIGNMENT.path(cfg), table)
     checks = alignment_checks(table, reference=UNDISTILLED)
@@ -221,7 +221,7 @@ def sizes(cfg: RunConfig) -> dict[str, Any]:
     if cfg.sizes.exhaustive_blocks:
         e = cfg.evaluate
         optimum = optimum_table(family, _calibration(cfg, family), cfg.interpolate.orders, cfg.sizes.exhaustive_blocks,
-                                heldout_blocks(cfg.data, family.tokenizer, e.eval_tokens), e.batch_size,
+                                heldout_sequences(cfg.data, family.tokenizer, e.eval_tokens), e.batch_size,
                                 e.mixed_precision, measured_perplexities(family, metrics, cfg.interpolate.orders))
         write_csv(A.OPTIMUM.path(cfg), optimum)
     else:
@@ -285,7 +285,7 @@ def offshelf_pairs(cfg: RunConfig) -> pd.DataFrame | None:
     o, tables = cfg.offshelf, []
     for name, pair in o.pairs.items():
         family, masked = pair_family(pair.teacher, pair.student, o.layers)
-        tables.append(pair_metrics(name, family, masked, eval_blocks(o, cfg.data, family.tokenizer, masked), o))
+        tables.append(pair_metrics(name, family, masked, pair_sequences(o, cfg.data, family.tokenizer, masked), o))
     if not tables:
         A.OFFSHELF.path(cfg).unlink(missing_ok=True)  # a table from an earlier config with pairs would be stale
         return None

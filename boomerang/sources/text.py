@@ -3,7 +3,7 @@
 Offline default (`public_domain`, see `public_domain`): Austen and Shakespeare, split into train and
 held-out *by document*. Hub presets stream a dataset (The Pile, deduplicated) with `datasets`.
 
-Documents are packed into fixed-length blocks with an EOS between them, so every position is a real token
+Documents are packed into fixed-length sequences with an EOS between them, so every position is a real token
 (the authors instead truncate or pad each document to 2048 tokens). The loss code still honours an
 attention mask for padded inputs.
 """
@@ -96,7 +96,7 @@ def split_corpus(cfg: DataConfig, tokenizer) -> dict[str, np.ndarray]:
 
 
 def pack(stream: np.ndarray, seq_len: int) -> torch.Tensor:
-    """Cut a token stream into `(num_blocks, seq_len)` blocks, dropping the ragged tail."""
+    """Cut a token stream into `(num_sequences, seq_len)` sequences, dropping the ragged tail."""
     n = stream.size // seq_len
     return torch.from_numpy(stream[: n * seq_len].astype(np.int64)).view(n, seq_len)
 
@@ -104,17 +104,17 @@ def pack(stream: np.ndarray, seq_len: int) -> torch.Tensor:
 # --- training batches ------------------------------------------------------------------------------
 
 class LocalBatches:
-    """Micro-batches of a local corpus: each epoch a seeded permutation of its blocks, the `world_size`
+    """Micro-batches of a local corpus: each epoch a seeded permutation of its sequences, the `world_size`
     processes taking disjoint slices. Its state is the number of micro-batches taken, so a resumed run
     continues with exactly the data an uninterrupted one would have seen."""
 
     def __init__(self, cfg: DataConfig, tokenizer, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
                  state: dict | None = None):
-        self.blocks = pack(split_corpus(cfg, tokenizer)["train"], cfg.seq_len)
-        self.per_epoch = len(self.blocks) // (batch_size * world_size)
+        self.sequences = pack(split_corpus(cfg, tokenizer)["train"], cfg.seq_len)
+        self.per_epoch = len(self.sequences) // (batch_size * world_size)
         if self.per_epoch == 0:
-            raise ValueError(f"the training text has {len(self.blocks)} blocks of {cfg.seq_len} tokens, fewer than "
-                             f"one global batch of {batch_size * world_size}")
+            raise ValueError(f"the training text has {len(self.sequences)} sequences of {cfg.seq_len} tokens, "
+                             f"fewer than one global batch of {batch_size * world_size}")
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.taken = (state or {}).get("batches", 0)
 
@@ -123,10 +123,10 @@ class LocalBatches:
 
     def __next__(self) -> torch.Tensor:
         epoch, i = divmod(self.taken, self.per_epoch)
-        order = torch.randperm(len(self.blocks), generator=torch.Generator().manual_seed(self.seed + epoch))
+        order = torch.randperm(len(self.sequences), generator=torch.Generator().manual_seed(self.seed + epoch))
         offset = (i * self.world_size + self.rank) * self.batch_size
         self.taken += 1
-        return self.blocks[order[offset: offset + self.batch_size]]
+        return self.sequences[order[offset: offset + self.batch_size]]
 
     def state(self) -> dict:
         return {"batches": self.taken}
@@ -219,10 +219,10 @@ def heldout_texts(cfg: DataConfig, max_chars: int = 2_000_000) -> list[str]:
     return texts
 
 
-def heldout_blocks(cfg: DataConfig, tokenizer, num_tokens: int) -> torch.Tensor:
-    """Evaluation blocks spread evenly over the held-out text (the same blocks for every model)."""
+def heldout_sequences(cfg: DataConfig, tokenizer, num_tokens: int) -> torch.Tensor:
+    """Evaluation sequences spread evenly over the held-out text (the same sequences for every model)."""
     if cfg.source != "hub":
-        blocks = pack(split_corpus(cfg, tokenizer)["heldout"], cfg.seq_len)
+        sequences = pack(split_corpus(cfg, tokenizer)["heldout"], cfg.seq_len)
     else:
         ids, wanted = [], max(1, num_tokens // cfg.seq_len) * cfg.seq_len
         eos = document_separator(tokenizer)
@@ -230,9 +230,9 @@ def heldout_blocks(cfg: DataConfig, tokenizer, num_tokens: int) -> torch.Tensor:
             ids += tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
             if len(ids) >= wanted:
                 break
-        blocks = pack(np.asarray(ids, dtype=np.int64), cfg.seq_len)
-    if len(blocks) == 0:
+        sequences = pack(np.asarray(ids, dtype=np.int64), cfg.seq_len)
+    if len(sequences) == 0:
         raise ValueError(f"the held-out text has fewer than data.seq_len = {cfg.seq_len} tokens; hold out longer "
                          "documents or lower data.seq_len")
-    wanted = max(1, min(len(blocks), num_tokens // cfg.seq_len))
-    return blocks[torch.linspace(0, len(blocks) - 1, wanted).round().long()]
+    wanted = max(1, min(len(sequences), num_tokens // cfg.seq_len))
+    return sequences[torch.linspace(0, len(sequences) - 1, wanted).round().long()]
