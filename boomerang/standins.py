@@ -17,7 +17,7 @@ does not import it at import time); it only writes files into a cache:
   (A dataset repo written into the hub cache is refused offline by `datasets`, by design.)
 
 The models keep what matters to the code that loads, prunes and patches them: the real number of layers,
-each family's config quirks (Qwen3's explicit head_dim and q/k norms, Pythia's parallel residual and partial
+each architecture's config quirks (Qwen3's explicit head_dim and q/k norms, Pythia's parallel residual and partial
 rotary, Llama 3.2's "llama3" RoPE scaling and tied embeddings, BERT/DistilBERT's different parameter names),
 the real special tokens and dtypes, config.json spelled as the hub repos spell it (transformers 4.x keys),
 and students derived from their teachers' layers in the released `student_config.json` format. Everything
@@ -350,7 +350,7 @@ def _hub_spelling(config: dict) -> dict:
 
 
 def _causal_configs(tokenizers: dict) -> dict[str, Callable[[int], Any]]:
-    """Teacher family -> (number of layers -> tiny config with the family's real quirks)."""
+    """Teacher architecture -> (number of layers -> tiny config with the architecture's real quirks)."""
     from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen3Config
     q, p, l, g = (tokenizers[k] for k in ("qwen3", "pythia", "llama", "gpt2"))
     return {
@@ -479,24 +479,24 @@ def _write_models(hf_home: Path, corpus: list[str]) -> dict:
     # the dtype each repo's weights have on the hub (students: as their teachers)
     dtypes = {"qwen3": "bfloat16", "pythia": "float16", "llama": "bfloat16", "gpt2": "float32"}
     tokenizer_classes = {"llama": "PreTrainedTokenizerFast"}  # what Llama 3.2's tokenizer_config.json says
-    for seed, (family, repo) in enumerate(teachers.items()):
+    for seed, (arch, repo) in enumerate(teachers.items()):
         torch.manual_seed(SEED + seed)
-        teacher = AutoModelForCausalLM.from_config(configs[family](CAUSAL_MODELS[repo][1]), dtype=torch.float32)
+        teacher = AutoModelForCausalLM.from_config(configs[arch](CAUSAL_MODELS[repo][1]), dtype=torch.float32)
         students = [(s, kept) for s, (t, kept) in STUDENTS.items() if t == repo]
-        if family == "gpt2":
+        if arch == "gpt2":
             students = [("distilbert/distilgpt2", OFFSHELF_LAYERS)]
         for j, (student_repo, kept) in enumerate(students):
-            student = AutoModelForCausalLM.from_config(configs[family](len(kept)), dtype=torch.float32)
+            student = AutoModelForCausalLM.from_config(configs[arch](len(kept)), dtype=torch.float32)
             _derive(teacher, student, kept, seed=100 + 10 * seed + j)
             extra = None
             if student_repo in STUDENTS:
                 layers = {"copied_teacher_layers": sorted(kept),
                           "pruned_teacher_layers": sorted(set(range(CAUSAL_MODELS[repo][1])) - set(kept))}
                 extra = {"student_config.json": (json.dumps(layers, indent=2) + "\n").encode()}
-            written[student_repo] = _save_repo(hf_home, student_repo, student, tokenizers[family], dtypes[family],
-                                               tokenizer_classes.get(family), extra_files=extra)
-        written[repo] = _save_repo(hf_home, repo, teacher, tokenizers[family], dtypes[family],
-                                   tokenizer_classes.get(family))
+            written[student_repo] = _save_repo(hf_home, student_repo, student, tokenizers[arch], dtypes[arch],
+                                               tokenizer_classes.get(arch), extra_files=extra)
+        written[repo] = _save_repo(hf_home, repo, teacher, tokenizers[arch], dtypes[arch],
+                                   tokenizer_classes.get(arch))
 
     vocab = _bert_vocab(corpus)
     bert_tok = BertTokenizer(vocab=vocab, model_max_length=512)

@@ -19,7 +19,7 @@ os.environ.setdefault("BOOMERANG_DEVICE", "cpu")
 VOCAB = 101
 SMALL = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4)
 
-FAMILY_CONFIGS = {
+ARCH_CONFIGS = {
     "llama": lambda n: LlamaConfig(vocab_size=VOCAB, num_hidden_layers=n, num_key_value_heads=2,
                                    tie_word_embeddings=True, **SMALL),
     "qwen2": lambda n: Qwen2Config(vocab_size=VOCAB, num_hidden_layers=n, num_key_value_heads=2,
@@ -39,9 +39,9 @@ def _isolated_cache(tmp_path_factory):
     os.environ["BOOMERANG_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
-def tiny_model(family: str, num_layers: int = 6, seed: int = 0):
+def tiny_model(arch: str, num_layers: int = 6, seed: int = 0):
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(FAMILY_CONFIGS[family](num_layers)).eval()
+    return AutoModelForCausalLM.from_config(ARCH_CONFIGS[arch](num_layers)).eval()
 
 
 WORDS = ("the a of and to in was her she he it that with for had not be his as you on but at my have "

@@ -53,9 +53,9 @@ def test_terms_ignore_padded_positions():
         assert abs(a[term] - b[term]) < 1e-6, term
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
-def test_the_tail_is_the_interpolant_patched_from_the_last_multi_layer_block(family):
-    teacher = tiny_model(family)
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_the_tail_is_the_interpolant_patched_from_the_last_multi_layer_block(arch):
+    teacher = tiny_model(arch)
     layout = layout_from_rule(6, 1, 2, 2)  # blocks [0,1] [2,3] [4] [5]: the tail is teacher layers 2 to 5
     student = build_student(teacher, layout).eval()
     x, mask = torch.randint(0, VOCAB, (2, 33)), torch.ones(2, 33, dtype=torch.long)

@@ -33,10 +33,10 @@ def test_parameter_counts_tied_and_untied():
     model = tiny_model("llama")  # tied embeddings
     total = sum(p.numel() for p in model.parameters())  # torch counts the shared matrix once
     embed = model.get_input_embeddings().weight.numel()
-    assert parameter_counts(model, tied_family=True) == {"params": total, "params_inference": total + embed}
+    assert parameter_counts(model, tied=True) == {"params": total, "params_inference": total + embed}
     neox = tiny_model("gpt_neox")
     n = sum(p.numel() for p in neox.parameters())
-    assert parameter_counts(neox, tied_family=False) == {"params": n, "params_inference": n}
+    assert parameter_counts(neox, tied=False) == {"params": n, "params_inference": n}
 
 
 def test_checks_detect_a_boomerang_and_its_absence():

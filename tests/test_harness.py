@@ -23,7 +23,7 @@ def heldout_text(corpus_dir) -> list[str]:
 def test_lm_eval_sees_the_models_own_logits_despite_retying(tokenizer):
     """lm-eval's HFLM calls `tie_weights()`. A patched model whose embedding is the student's and whose
     head is the teacher's must come through unchanged; declaring it tied would silently change it."""
-    teacher, student, layout = trained_pair("llama")  # a family with tied embeddings
+    teacher, student, layout = trained_pair("llama")  # an architecture with tied embeddings
     model = patch(teacher, student, layout, patched_blocks(layout.num_blocks, 1, "last_to_first"))
     assert model.get_input_embeddings().weight is not model.lm_head.weight
     x = torch.randint(0, VOCAB, (2, 9))

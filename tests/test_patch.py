@@ -7,12 +7,12 @@ from boomerang.core.patch import (export, export_round_trip, interpolants, patch
                                   unique_tensor_bytes)
 from boomerang.core.prune import build_student, layout_from_rule, load_student, save_student
 from boomerang.family import Family
-from tests.conftest import FAMILY_CONFIGS, VOCAB, tiny_model
+from tests.conftest import ARCH_CONFIGS, VOCAB, tiny_model
 
 
-def trained_pair(family):
+def trained_pair(arch):
     """A teacher and a student whose weights have moved away from the teacher's."""
-    teacher = tiny_model(family)
+    teacher = tiny_model(arch)
     layout = layout_from_rule(6, 1, 2, 2)
     student = build_student(teacher, layout).eval()
     torch.manual_seed(1)
@@ -23,9 +23,9 @@ def trained_pair(family):
 
 
 @pytest.mark.parametrize("order", FIXED_ORDERS)
-@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
-def test_endpoints_reproduce_teacher_and_student_exactly(family, order):
-    teacher, student, layout = trained_pair(family)
+@pytest.mark.parametrize("arch", sorted(ARCH_CONFIGS))
+def test_endpoints_reproduce_teacher_and_student_exactly(arch, order):
+    teacher, student, layout = trained_pair(arch)
     x = torch.randint(0, VOCAB, (2, 9))
     m = layout.num_blocks
     with torch.no_grad():
@@ -51,9 +51,9 @@ def test_orders_and_sizes():
     assert [s.num_layers for s in chosen] == [4, 4, 5, 5, 6] and {s.authors_k for s in chosen} == {None}
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt_neox", "gpt2"])
-def test_sweep_shares_tensors(family):
-    teacher, student, layout = trained_pair(family)
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox", "gpt2"])
+def test_sweep_shares_tensors(arch):
+    teacher, student, layout = trained_pair(arch)
     family = Family(teacher, student, layout, None)
     models = [m for order in FIXED_ORDERS for _, m in family.sweep(order)]
     assert unique_tensor_bytes([teacher, student, *models]) == unique_tensor_bytes([teacher, student])
@@ -74,9 +74,9 @@ def test_a_family_gives_a_size_by_layers_or_parameter_budget():
         family.under_params(10, "last_to_first")
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "gpt2"])
-def test_export_round_trip(family, tmp_path):
-    teacher, student, layout = trained_pair(family)
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gpt2"])
+def test_export_round_trip(arch, tmp_path):
+    teacher, student, layout = trained_pair(arch)
     model = patch(teacher, student, layout, {2, 3})  # embedding from student, head from teacher
     export(model, tmp_path / "m")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
@@ -86,11 +86,11 @@ def test_export_round_trip(family, tmp_path):
     assert export_round_trip(model, tmp_path / "again", None, x) == 0.0
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])  # families that tie (the tiny Qwen3 here does not)
-def test_an_embedding_and_head_of_equal_values_are_exported_once(family, tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # architectures that tie (the tiny Qwen3 here does not)
+def test_an_embedding_and_head_of_equal_values_are_exported_once(arch, tmp_path):
     """A student trained with its embedding frozen keeps the teacher's: an interpolated model taking its
     embedding from one and its head from the other is written tied, as the same function."""
-    teacher, student, layout = trained_pair(family)
+    teacher, student, layout = trained_pair(arch)
     with torch.no_grad():
         student.get_input_embeddings().weight.copy_(teacher.get_input_embeddings().weight)
     model = patch(teacher, student, layout, {2, 3})  # embedding from student, head from teacher
@@ -103,7 +103,7 @@ def test_an_embedding_and_head_of_equal_values_are_exported_once(family, tmp_pat
     x = torch.randint(0, VOCAB, (2, 9))
     with torch.no_grad():
         assert torch.equal(reloaded(x).logits, model(x).logits)
-    untied = patch(teacher, trained_pair(family)[1], layout, {2, 3})
+    untied = patch(teacher, trained_pair(arch)[1], layout, {2, 3})
     export(untied, tmp_path / "untied")
     weights = lambda name: sum(f.stat().st_size for f in (tmp_path / name).glob("*.safetensors"))  # noqa: E731
     saved = weights("untied") - weights("m")

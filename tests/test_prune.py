@@ -3,7 +3,7 @@ import torch
 
 from boomerang.core.arch import ADAPTERS, adapter_for
 from boomerang.core.prune import Layout, build_student, layout_from_rule, load_student, save_student
-from tests.conftest import FAMILY_CONFIGS, tiny_model
+from tests.conftest import ARCH_CONFIGS, tiny_model
 
 
 @pytest.mark.parametrize("name, n, rule, expected", [
@@ -57,20 +57,20 @@ def test_invalid_layouts_are_rejected():
         layout_from_rule(4, keep_first=3, step=2, keep_last=2)
 
 
-def test_unsupported_family_names_the_supported_ones():
+def test_unsupported_architecture_names_the_supported_ones():
     class Config:
         model_type = "mamba"
     with pytest.raises(NotImplementedError, match="llama"):
         adapter_for(Config())
 
 
-@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
-def test_student_copies_kept_teacher_layers(family):
-    assert set(ADAPTERS) == set(FAMILY_CONFIGS)
-    teacher = tiny_model(family)
+@pytest.mark.parametrize("arch", sorted(ARCH_CONFIGS))
+def test_student_copies_kept_teacher_layers(arch):
+    assert set(ADAPTERS) == set(ARCH_CONFIGS)
+    teacher = tiny_model(arch)
     layout = layout_from_rule(6, 1, 2, 2)
     student = build_student(teacher, layout)
-    t_layers, s_layers = teacher.get_submodule(ADAPTERS[family].layers), student.get_submodule(ADAPTERS[family].layers)
+    t_layers, s_layers = teacher.get_submodule(ADAPTERS[arch].layers), student.get_submodule(ADAPTERS[arch].layers)
     for i, j in enumerate(layout.kept):
         for (name, a), (_, b) in zip(s_layers[i].state_dict().items(), t_layers[j].state_dict().items()):
             assert torch.equal(a, b), name

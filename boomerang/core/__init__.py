@@ -1,1 +1,1 @@
-"""The exact core: family adapters, pruning a teacher into a student, patching teacher blocks back in."""
+"""The exact core: architecture adapters, pruning a teacher into a student, patching teacher blocks back in."""

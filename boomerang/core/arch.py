@@ -1,6 +1,6 @@
-"""Architecture adapters: where each model family keeps the parts that pruning and patching move.
+"""Architecture adapters: where each architecture keeps the parts that pruning and patching move.
 
-Everything else in the package is family-agnostic and addresses modules through this one table.
+Everything else in the package is architecture-agnostic and addresses modules through this one table.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def adapter_for(model_or_config) -> Adapter:
         return ADAPTERS[config.model_type]
     except KeyError:
         raise NotImplementedError(
-            f"model family {config.model_type!r} is not supported; supported: {sorted(ADAPTERS)}"
+            f"architecture {config.model_type!r} is not supported; supported: {sorted(ADAPTERS)}"
         ) from None
 
 
@@ -89,7 +89,7 @@ def hidden_states(model: nn.Module, input_ids: torch.Tensor | None = None, atten
 
 
 def layer_output(output) -> torch.Tensor:
-    """The hidden state a decoder layer returns (some families return it first in a tuple)."""
+    """The hidden state a decoder layer returns (some architectures return it first in a tuple)."""
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
@@ -98,19 +98,20 @@ def num_layers(config) -> int:
 
 
 def ties_embeddings(config) -> bool:
-    """Whether the family shares its input embedding with its LM head. Read from the teacher's config
+    """Whether the architecture shares its input embedding with its LM head. Read from the teacher's config
     rather than from tensor identity, so that interpolated models whose embedding and head come from
     different models are counted like teacher and student."""
     return bool(getattr(config, "tie_word_embeddings", False))
 
 
-def parameter_counts(model: nn.Module, tied_family: bool) -> dict[str, int]:
-    """Training-time count (a tied family's embedding counted once) and inference-time count (both)."""
+def parameter_counts(model: nn.Module, tied: bool) -> dict[str, int]:
+    """Training-time count (with `tied`, an embedding shared with the LM head counted once) and
+    inference-time count (both)."""
     adapter = adapter_for(model)
     parts = [decoder_layers(model), model.get_submodule(adapter.norm), *(model.get_submodule(p) for p in adapter.embed)]
     body = sum(p.numel() for part in parts for p in part.parameters())
     head = model.get_submodule(adapter.head).weight.numel()
-    return {"params": body + (0 if tied_family else head), "params_inference": body + head}
+    return {"params": body + (0 if tied else head), "params_inference": body + head}
 
 
 def _share_or_copy(dst: nn.Module, src: nn.Module, copy: bool) -> None:
@@ -149,7 +150,7 @@ def assemble(
 
     The embedding comes from `first`, the final norm and LM head from `last`. With `copy=False` the new
     model shares the sources' tensors, so any number of assembled models cost no extra memory. Input and
-    output embeddings stay tied only when one model supplies both and the family ties them.
+    output embeddings stay tied only when one model supplies both and the architecture ties them.
     """
     adapter = adapter_for(template_config)
     config = deepcopy(template_config)

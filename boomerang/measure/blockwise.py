@@ -5,8 +5,8 @@ work (`make benchmark` sets it against running each model whole: `docs/benchmark
 
 Each block runs as a model of its own (the student's layer, or the teacher's layers of the block) on the
 state its predecessor left, one batch at a time, so memory holds one batch's state per block. That needs
-rotary positions: a family that adds position embeddings to its input would add them again at every block,
-so there each model runs whole, once per distinct function (`Family.identity`).
+rotary positions: an architecture that adds position embeddings to its input would add them again at every
+block, so there each model runs whole, once per distinct function (`Family.identity`).
 """
 from __future__ import annotations
 

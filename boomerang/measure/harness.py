@@ -36,7 +36,7 @@ PRIMARY_METRIC = {
     "piqa": "acc_norm", "boolq": "acc", "winogrande": "acc", "race": "acc", "mmlu": "acc", "rte": "acc",
     "gsm8k_cot": "exact_match,strict-match", "ifeval": "prompt_level_strict_acc", "hendrycks_math": "exact_match",
 }
-FAMILIES = {
+TASK_GROUPS = {
     "classification average": ["arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "piqa",
                                "winogrande", "race", "mmlu", "rte"],
     "generation average": ["gsm8k_cot", "ifeval", "hendrycks_math"],
@@ -172,20 +172,20 @@ def lm_eval_table(cfg: RunConfig, family: Family, samples_dir: str | Path | None
 
 
 def panel_scores(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per model and panel: each paper family's average of primary metrics (when all of its tasks
-    were scored), and each other task's primary metric, as in the paper's Figs. 2-3."""
+    """One row per model and panel: the average of primary metrics over each of the paper's task groups
+    (when all of its tasks were scored), and each other task's primary metric, as in the paper's Figs. 2-3."""
     m = metrics[metrics.task != "heldout"]
     primary = m[m.metric == m.task.map(PRIMARY_METRIC)]
     keys = ["model", "method", "order", "k", "num_layers", "params", "params_inference"]
     frames = []
-    for family, tasks in FAMILIES.items():
+    for group, tasks in TASK_GROUPS.items():
         part = primary[primary.task.isin(tasks)]
         complete = part.groupby(keys).filter(lambda g: set(g.task) == set(tasks))
         if len(complete):
             avg = complete.groupby(keys, as_index=False).value.mean()
-            frames.append(avg.assign(panel=family, metric="mean of primary metrics", stderr=float("nan")))
-    in_family = {t for tasks in FAMILIES.values() for t in tasks}
-    single = primary[~primary.task.isin(in_family)]
+            frames.append(avg.assign(panel=group, metric="mean of primary metrics", stderr=float("nan")))
+    in_group = {t for tasks in TASK_GROUPS.values() for t in tasks}
+    single = primary[~primary.task.isin(in_group)]
     frames.append(single.assign(panel=single.task)[keys + ["panel", "metric", "value", "stderr"]])
     return pd.concat(frames, ignore_index=True)
 

@@ -77,7 +77,7 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
 
 
 def harness_figure(panels: pd.DataFrame, x: str = "params") -> plt.Figure:
-    """Paper Figs. 2-3 for lm-eval: one panel per task family or task (see `harness.panel_scores`), score
+    """Paper Figs. 2-3 for lm-eval: one panel per task group or task (see `harness.panel_scores`), score
     against size for interpolation along each order and for naive pruning, student and teacher marked."""
     _style()
     names = list(dict.fromkeys(panels.panel))

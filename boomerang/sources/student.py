@@ -1,5 +1,5 @@
 """Released students (the authors' format: a checkpoint with `student_config.json`), loaded for a teacher
-and checked to belong to it: same family and widths, a layout spanning its layers, copied layers that still
+and checked to belong to it: same architecture and widths, a layout spanning its layers, copied layers that still
 resemble the teacher's."""
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ def _shape(config) -> tuple:
 
 
 def check_student_config(teacher_config, student_config, layout: Layout, where: str) -> None:
-    """A student in the released format belongs to this teacher: same family and widths, its
+    """A student in the released format belongs to this teacher: same architecture and widths, its
     `student_config.json` spans the teacher's layers, its checkpoint has one layer per copied layer."""
     if _shape(student_config) != _shape(teacher_config):
-        raise ConfigError(f"{where}: student (family, hidden size, vocabulary) {_shape(student_config)} does not "
-                          f"match the teacher's {_shape(teacher_config)}")
+        raise ConfigError(f"{where}: student (architecture, hidden size, vocabulary) {_shape(student_config)} "
+                          f"does not match the teacher's {_shape(teacher_config)}")
     if layout.num_teacher_layers != num_layers(teacher_config):
         raise ConfigError(f"{where}: its student_config.json spans {layout.num_teacher_layers} teacher layers, the "
                           f"teacher has {num_layers(teacher_config)}")

@@ -17,7 +17,7 @@ import yaml
 from boomerang import artefacts as A
 from boomerang.config import REPO_ROOT, load_config
 from boomerang.device import default_device
-from boomerang.measure.harness import FAMILIES
+from boomerang.measure.harness import TASK_GROUPS
 
 PROCESSES = 2 if default_device().type == "cpu" else min(2, torch.cuda.device_count())
 SUITE = load_config(REPO_ROOT / "configs" / "paper-base.yaml").lm_eval.tasks
@@ -87,4 +87,4 @@ def test_the_experiment_stages_run_with_the_off_the_shelf_pairs(hub, rehearsal_d
 
 
 def test_the_suite_is_the_papers():
-    assert set(SUITE) == {t for tasks in FAMILIES.values() for t in tasks} | {"wikitext"}
+    assert set(SUITE) == {t for tasks in TASK_GROUPS.values() for t in tasks} | {"wikitext"}
