@@ -37,7 +37,7 @@ def figure(name: str) -> Artefact:
 STUDENT_INIT = Artefact("runs", "student_init")
 STUDENT = Artefact("runs", "student")
 CHECKPOINTS = Artefact("runs", "checkpoints")
-EXPORTS = Artefact("runs", "interpolated")
+EXPORTS = Artefact("runs", "exports")  # interpolate.export_k sizes as plain checkpoints, <order>_k<k>/
 STAGE_RECORDS = Artefact("runs", "stages")
 RESOLVED_CONFIG = Artefact("runs", "config.json")  # what processes launched by a stage read
 LOCK = Artefact("runs", "lock")  # held while a pipeline or a distillation writes the run
