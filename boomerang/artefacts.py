@@ -44,6 +44,8 @@ LOCK = Artefact("runs", "lock")  # held while a pipeline or a distillation write
 PROGRESS = Artefact("runs", "progress.log")  # a running stage's progress lines, which the runner prints
 # results/<run>/
 RUN_RECORD = Artefact("results", "stages.csv")  # each stage's time, device, precision and code version
+RUN_RECORD_TYPES = {"stage": str, "seconds": float, "precision": str, "device": str, "code": str,
+                    "finished": str}  # read as written: a commit such as 6387039 or 1e52345 is not a number
 LAYOUT = Artefact("results", "layout.csv")
 DISTILL_LOG = Artefact("results", "distill_log.csv")
 INTERPOLANTS = Artefact("results", "interpolants.csv")

@@ -37,7 +37,7 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
     distilling = [line for line in lines if line.startswith("[02_distill] distill:")]
     assert distilling and "4/4" in distilling[-1] and "tokens/s" in distilling[-1], lines
     assert any(line.startswith("[04_evaluate] ") and "models" in line for line in lines), lines
-    record = pd.read_csv(A.RUN_RECORD.path(cfg), keep_default_na=False)
+    record = docs.how_it_ran(cfg)
     assert list(record.stage) == RUN and (record.seconds > 0).all()
     assert record.set_index("stage").precision.to_dict()["02_distill"] == "fp32"
     assert record.device.str.contains("threads").all() and record.code.str.len().ge(7).all()
@@ -156,3 +156,12 @@ def test_bad_command_line_values_name_their_cause(run_config):
         parse_overrides('{"distill.steps": 10')
     with pytest.raises(ConfigError, match="--override must be a JSON object"):
         parse_overrides(json.dumps([1, 2]))
+
+
+@pytest.mark.parametrize("commit", ["6387039", "1e52345"])
+def test_a_commit_that_looks_like_a_number_is_recorded_as_written(run_config, monkeypatch, commit):
+    cfg = load_config(run_config)
+    monkeypatch.setattr(runner, "code_version", lambda: commit)
+    for stage in stages("run")[:2]:
+        runner.record_stage(cfg, stage, 1.0)
+    assert docs.how_it_ran(cfg).code.tolist() == [commit, commit]

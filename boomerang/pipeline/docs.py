@@ -74,7 +74,7 @@ def run_checks(cfg: RunConfig) -> pd.DataFrame:
 def how_it_ran(cfg: RunConfig) -> pd.DataFrame | None:
     """Each stage's seconds, precision, device and code version (`stages.csv`, written by the runner)."""
     path = A.RUN_RECORD.path(cfg)
-    return pd.read_csv(path, keep_default_na=False) if path.exists() else None
+    return pd.read_csv(path, keep_default_na=False, dtype=A.RUN_RECORD_TYPES) if path.exists() else None
 
 
 def side_by_side(cfg: RunConfig, other: str) -> dict[str, pd.DataFrame] | None:

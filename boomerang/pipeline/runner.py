@@ -27,7 +27,7 @@ import papermill as pm
 from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
-from ..artefacts import EXECUTED, LOCK, PROGRESS, RUN_RECORD, STAGE_RECORDS
+from ..artefacts import EXECUTED, LOCK, PROGRESS, RUN_RECORD, RUN_RECORD_TYPES, STAGE_RECORDS
 from ..config import REPO_ROOT, ConfigError, RunConfig, load_config, parse_overrides, resolve_preset
 from ..device import PRECISION_SECTIONS, default_device, describe, precision_name, resolve_run
 from ..io import exclusive, manifest_problem, read_json, write_csv, write_json, write_text
@@ -210,7 +210,7 @@ def record_stage(cfg: RunConfig, stage: Stage, seconds: float) -> None:
     """A stage's row in `results/<run>/stages.csv`: how long it took, on what, in which precision, from which
     code. A cached stage keeps the row of the run that made its results."""
     path = RUN_RECORD.path(cfg)
-    rows = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    rows = pd.read_csv(path, dtype=RUN_RECORD_TYPES, keep_default_na=False) if path.exists() else pd.DataFrame()
     rows = rows[rows.stage != stage.name] if len(rows) else rows
     row = {"stage": stage.name, "seconds": round(seconds, 1), "precision": _precisions(cfg, stage),
            "device": describe(default_device()), "code": code_version(),
