@@ -3,6 +3,7 @@ each stage runs: its config sections, its package code, its notebook, its output
 import json
 import os
 import shutil
+import subprocess
 
 import nbformat
 import pandas as pd
@@ -165,3 +166,19 @@ def test_a_commit_that_looks_like_a_number_is_recorded_as_written(run_config, mo
     for stage in stages("run")[:2]:
         runner.record_stage(cfg, stage, 1.0)
     assert docs.how_it_ran(cfg).code.tolist() == [commit, commit]
+
+
+def test_the_code_version_ignores_what_runs_generate(tmp_path, monkeypatch):
+    """A run rewrites results/ as it goes; only a change elsewhere makes the code differ from its commit."""
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    for path in ("results/run/metrics.csv", "boomerang/x.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    monkeypatch.setattr(runner, "REPO_ROOT", tmp_path)
+    (tmp_path / "results/run/metrics.csv").write_text("2\n")
+    assert not runner.code_version().endswith("+changes")
+    (tmp_path / "boomerang/x.py").write_text("2\n")
+    assert runner.code_version().endswith("+changes")

@@ -195,12 +195,18 @@ def check_caches(cfg: RunConfig, log) -> None:
             log(f"the cached teacher {cached_teacher(cfg.teacher)} fails its check ({problem}): the run builds it again")
 
 
+GENERATED = ("results", "figures", "docs/runs", "docs/experiments")  # what runs write: not code
+
+
 def code_version() -> str:
-    """The commit the package ran from (`+changes` when the work tree differs), for a run's record."""
+    """The commit the package ran from (`+changes` when the work tree differs from it outside what runs
+    generate, which a run rewrites as it goes), for a run's record."""
     try:
         git = lambda *args: subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,  # noqa: E731
                                            check=True).stdout.strip()
-        return git("rev-parse", "--short=7", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      *(f":(exclude){path}" for path in GENERATED))
+        return git("rev-parse", "--short=7", "HEAD") + ("+changes" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         from .. import __version__
         return f"boomerang {__version__}"
