@@ -35,7 +35,7 @@ from ..progress import CHANNEL, follow
 from ..provenance import code_digests, fingerprint
 from ..sources.teacher import cached_teacher
 from .preflight import preflight
-from .stages import Stage, stages
+from .stages import STAGES, Stage, stages
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 # What the notebooks' kernels are told: no progress bars or library chatter in the executed notebooks
@@ -143,6 +143,8 @@ def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...
         check_caches(cfg, log)
     lock = nullcontext() if dry_run else exclusive(LOCK.path(cfg), f"a pipeline of run {cfg.name!r}")
     with lock:  # one writer per run: a second pipeline of the same run name is refused at once
+        if not dry_run:
+            remove_retired_notebooks(cfg)
         outcome, invalidated, key, checked = {}, False, "", False
         for stage in todo:
             # the notebook is read once: key and execution see the same source, even if it is edited meanwhile
@@ -175,6 +177,14 @@ def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...
             outcome[stage.name] = f"ran in {seconds:.0f}s"
             log(f"[{stage.name}] done in {seconds:.0f}s")
         return outcome
+
+
+def remove_retired_notebooks(cfg: RunConfig) -> None:
+    """Executed notebooks of stages that no longer exist, which would pass for this run's results."""
+    current = {s.notebook for s in STAGES}
+    for executed in EXECUTED.path(cfg).glob("*.ipynb"):
+        if executed.name not in current:
+            executed.unlink()
 
 
 def decide_precision(cfg: RunConfig, overrides: dict, log) -> tuple[RunConfig, dict]:
