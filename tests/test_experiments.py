@@ -1,5 +1,7 @@
 """A sweep of the tiny run: the preset, one variant, the layer-pruning baselines, an off-the-shelf pair and
 the claims table; and the claims' rules on hand-made tables, by the roles the sweep file gives."""
+import re
+
 import pandas as pd
 import pytest
 import yaml
@@ -7,6 +9,7 @@ import yaml
 from boomerang import artefacts as A
 from boomerang.config import ConfigError, load_config
 from boomerang.measure.curves import interpolation_curve
+from boomerang.pipeline import plots
 from boomerang.pipeline.claims import paper_claims
 from boomerang.pipeline.experiments import run_sweep
 from boomerang.pipeline.sweeps import read_sweep
@@ -63,6 +66,19 @@ def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released
     assert set(planned["preset"].values()) == {"cached"}
     assert [v == "cached" for v in planned["random-init"].values()] == [True] + [False] * 7  # 01_prune cached
     assert planned["experiments"]["11_experiments"] == "would run: forced"
+
+    # every run's time, precision and code version in the doc; a run without that record was made by older
+    # code, and the doc and the figures say so
+    assert re.search(r"\| random-init +\| +fp32 +\| .*threads.* \| +[0-9a-f]{7}", doc), doc
+    (tmp_path / "results" / "tiny--random-init" / "stages.csv").unlink()
+    run_sweep(sweep, only=(), log=lambda *_: None)
+    assert re.search(r"\| random-init +\|[ |]+older code: no record of how it ran", A.EXPERIMENTS_DOC.path(cfg).read_text())
+    s = read_sweep(sweep)
+    assert s.without_record(tmp_path / "results") == {"random-init"}
+    figures = plots.sweep_figures(s, s.load_runs(tmp_path / "results"), pruning, None, cfg.interpolate.orders,
+                                  tmp_path / "figures-again", s.without_record(tmp_path / "results"))
+    legend = [t.get_text() for t in figures["fig2_random_init"].axes[-1].get_legend().get_texts()]
+    assert legend == ["pruning init", "random init (older code)"]
 
 
 def test_a_bad_variant_stops_the_sweep_before_any_run(run_config, tmp_path):

@@ -77,6 +77,31 @@ def how_it_ran(cfg: RunConfig) -> pd.DataFrame | None:
     return pd.read_csv(path, keep_default_na=False, dtype=A.RUN_RECORD_TYPES) if path.exists() else None
 
 
+def summary(record: pd.DataFrame) -> dict:
+    """A run's record in one row: its precisions, devices, code versions and minutes in all."""
+    return {"precision": ", ".join(sorted({p for p in record.precision if p})),
+            "device": ", ".join(sorted(set(record.device))), "code": ", ".join(sorted(set(record.code))),
+            "minutes": round(record.seconds.sum() / 60, 1)}
+
+
+def how_the_runs_ran(cfg: RunConfig, sweep: Sweep) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every run of the sweep with results, in one row each (`summary`; a run without a record was made by
+    older code and says so), and the seconds of each of their stages."""
+    rows, seconds = [], {}
+    for label in (PRESET, *sweep.variants):
+        run = cfg.model_copy(update={"name": sweep.run_name(label)})
+        if not A.METRICS.path(run).exists():
+            continue
+        record = how_it_ran(run)
+        if record is None or not len(record):
+            rows.append({"run": label, "code": "older code: no record of how it ran"})
+            continue
+        rows.append({"run": label, **summary(record)})
+        seconds[label] = record.set_index("stage").seconds
+    by_stage = pd.DataFrame(seconds).T.rename_axis("run").reset_index() if seconds else pd.DataFrame()
+    return pd.DataFrame(rows), by_stage
+
+
 def side_by_side(cfg: RunConfig, other: str) -> dict[str, pd.DataFrame] | None:
     """This run beside run `other` (the same preset in another precision, say): held-out perplexity of every
     model both measured, every check, and each stage's time; None when `other` has no results."""
@@ -97,10 +122,7 @@ def side_by_side(cfg: RunConfig, other: str) -> dict[str, pd.DataFrame] | None:
     checks = checks[["claim", "scope", "rule"] + [f"{c}{n}" for n in names for c in ("value", "holds")]]
     checks.columns = ["claim", "scope", "rule"] + [f"{c} ({n})" for n in names for c in ("value", "holds")]
     records = {n: how_it_ran(r) for n, r in zip(names, (cfg, there))}
-    runs = pd.DataFrame([{"run": n, "precision": ", ".join(sorted({p for p in r.precision if p})),
-                          "device": r.device.iloc[0], "code": ", ".join(sorted(set(r.code))),
-                          "minutes": round(r.seconds.sum() / 60, 1)}
-                         for n, r in records.items() if r is not None and len(r)])
+    runs = pd.DataFrame([{"run": n, **summary(r)} for n, r in records.items() if r is not None and len(r)])
     times = None
     if all(r is not None for r in records.values()):
         times = pd.concat({n: r.set_index("stage").seconds for n, r in records.items()}, axis=1).reset_index()
@@ -163,7 +185,9 @@ def write_experiments_doc(cfg: RunConfig, sweep: Sweep, runs: dict[str, pd.DataF
                          "claims": claims[claims.figure == spec.paper]})
     extra = {n: _relative(cfg.figures_dir / f"{n}.png", doc) for n in ("fig7_layer_pruning", "fig_frontier_baselines")
              if (cfg.figures_dir / f"{n}.png").exists()}
+    ran, by_stage = how_the_runs_ran(cfg, sweep)
     _render("experiments.md.j2", doc, cfg=cfg, sweep=sweep, claims=claims, sections=sections, figures=extra,
+            ran=ran, by_stage=by_stage,
             layer_pruning=pd.read_csv(A.LAYER_PRUNING.path(cfg)), flops=pd.read_csv(A.FLOPS.path(cfg)),
             missing=[v for v in sweep.variants if v not in runs])
     return doc

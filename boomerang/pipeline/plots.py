@@ -241,12 +241,16 @@ def final_cosine_figure(alignment: pd.DataFrame, metrics: pd.DataFrame) -> plt.F
     return fig
 
 
+OLDER = " (older code)"  # after the label of a run made before runs recorded how they ran
+
+
 def sweep_figures(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame,
-                  offshelf: pd.DataFrame | None, orders: list[str], directory: str | Path) -> dict[str, plt.Figure]:
+                  offshelf: pd.DataFrame | None, orders: list[str], directory: str | Path,
+                  older: set[str] = frozenset()) -> dict[str, plt.Figure]:
     """Every figure of the sweep that has runs to draw: per figure of the sweep file, the reference run's
     curve (and the preset's) with its variants' (a separately distilled student as a point); Fig. 7
     (interpolation against ShortGPT and LaCo) and Fig. 6 (each off-the-shelf pair), by name. A panel appears
-    only for an order every run of its figure measured (`order_panels`)."""
+    only for an order every run of its figure measured (`order_panels`); a run in `older` says so in its label."""
     drawn = {}
     for name, spec in sweep.spec.figures.items():
         labels = {sweep.reference: spec.reference} if spec.reference else {}
@@ -254,9 +258,11 @@ def sweep_figures(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd
         members = [v for v, variant in sweep.variants.items() if variant.figure == name and v in runs]
         points = [v for v in members if "separately_distilled" in sweep.variants[v].roles]
         labels |= {v: sweep.variants[v].label for v in members if v not in points}
+        labels = {label: shown + OLDER * (label in older) for label, shown in labels.items()}
         curves, note = order_panels({shown: runs[label] for label, shown in labels.items() if label in runs}, orders)
-        others = (pd.concat([runs[v][runs[v].method == "student"].assign(label="distilled at this size", style="point")
-                             for v in points], ignore_index=True) if points else None)
+        others = (pd.concat([runs[v][runs[v].method == "student"].assign(
+            label="distilled at this size" + OLDER * (v in older), style="point") for v in points], ignore_index=True)
+            if points else None)
         if curves and sum(label in runs for label in labels) + len(points) > 1:
             drawn[name] = save(sweep_figure(curves, others, title=spec.title, note=note), directory, name)
     curves, note = order_panels({"boomerang interpolation": runs[PRESET]}, orders) if PRESET in runs else ({}, "")

@@ -305,7 +305,8 @@ def experiments(cfg: RunConfig) -> dict[str, Any]:
     layer_pruning = pd.read_csv(A.LAYER_PRUNING.path(cfg))
     claims = paper_claims(sweep, runs, layer_pruning, pd.read_csv(A.FLOPS.path(cfg)), offshelf)
     write_csv(A.CLAIMS.path(cfg), claims)
-    drawn = plots.sweep_figures(sweep, runs, layer_pruning, offshelf, cfg.interpolate.orders, cfg.figures_dir)
+    older = sweep.without_record(cfg.root / "results")
+    drawn = plots.sweep_figures(sweep, runs, layer_pruning, offshelf, cfg.interpolate.orders, cfg.figures_dir, older)
     if A.COST.path(cfg).exists() and PRESET in runs:  # the frontier again, with ShortGPT and LaCo
         drawn["fig_frontier_baselines"] = plots.save(
             plots.frontier_figure(runs[PRESET], pd.read_csv(A.COST.path(cfg)), layer_pruning), cfg.figures_dir,

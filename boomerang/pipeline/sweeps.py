@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError, model_validator
 
-from ..artefacts import METRICS
+from ..artefacts import METRICS, RUN_RECORD
 from ..config import ConfigError, RunConfig, Section, load_config, resolve_preset
 
 Role = Literal[
@@ -103,6 +103,15 @@ class Sweep:
                 m = pd.read_csv(path)
                 runs[label] = m[(m.task == "heldout") & (m.metric == "perplexity")]
         return runs
+
+
+    def without_record(self, results_root: str | Path) -> set[str]:
+        """Labels of the runs with results but no record of how they ran (`stages.csv`): made by code older
+        than the run record, so not by today's pipeline."""
+        root = Path(results_root)
+        return {label for label in (PRESET, *self.variants)
+                if (root / self.run_name(label) / METRICS.name).exists()
+                and not (root / self.run_name(label) / RUN_RECORD.name).exists()}
 
 
 def read_sweep(path: str | Path) -> Sweep:
