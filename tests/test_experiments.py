@@ -9,12 +9,13 @@ import yaml
 from boomerang import artefacts as A
 from boomerang.config import ConfigError, load_config
 from boomerang.measure.curves import interpolation_curve
-from boomerang.pipeline import plots
+from boomerang.pipeline import docs, plots
 from boomerang.pipeline.claims import paper_claims
 from boomerang.pipeline.experiments import run_sweep
 from boomerang.pipeline.sweeps import read_sweep
 
-FIGURES = {"fig2_random_init": {"paper": "2", "title": "initialisation", "reference": "pruning init"},
+FIGURES = {"fig2_random_init": {"paper": "2", "title": "initialisation", "reference": "pruning init",
+                                 "paper_reports": "random weights fall off"},
            "fig8_student_size": {"paper": "8", "title": "student size", "reference": "every 2nd layer"}}
 
 
@@ -55,6 +56,7 @@ def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released
         assert (cfg.figures_dir / f"{name}.png").stat().st_size > 1000
     doc = A.EXPERIMENTS_DOC.path(cfg).read_text()
     assert "random-init interpolation is worse" in doc and "fig2_random_init.png" in doc
+    assert "**What the paper reports:** random weights fall off" in doc
 
     again = run_sweep(sweep, log=lambda *_: None)
     assert set(again["random-init"].values()) == {"cached"}
@@ -156,3 +158,25 @@ def test_a_curve_runs_from_the_student_itself_to_the_teacher():
     curve_ = interpolation_curve(table, "first_to_last")
     assert list(curve_.method) == ["student", "interpolated", "interpolated", "teacher"]
     assert list(curve_.value) == [40.0, 30.0, 20.0, 10.0]
+
+
+def test_the_doc_reads_each_figures_claims_beside_the_paper(tmp_path, run_config):
+    figures = {**FIGURES, "fig8_student_size": {**FIGURES["fig8_student_size"], "paper_reports": "it interpolates",
+                                                "to_settle": "more steps"}}
+    variants = {"every-3rd": {"figure": "fig8_student_size", "roles": ["interpolates"], "label": "every 3rd layer"},
+                "random-init": {"figure": "fig2_random_init", "roles": ["random_init"]}}
+    sweep = read_sweep(write_sweep(tmp_path / "s.yaml", run_config, variants, figures=figures,
+                                   readings={"7": {"paper_reports": "it beats ShortGPT"}}))
+    klpatch = curve(40, [25, 15], order="klpatch").query("method not in ['student', 'teacher']")
+    runs = {"preset": pd.concat([curve(40, [30, 20]), klpatch]), "every-3rd": curve(60, [70, 20])}
+    readings = docs.claim_readings(sweep, paper_claims(sweep, runs))
+    size = readings["8"]  # rho -0.8 along first_to_last: fails; no KLPatch curve for the variant
+    assert size["reading"].paper_reports == "it interpolates" and size["fails"]
+    assert size["runs"] == ["preset", "every-3rd"]
+    assert size["verdicts"].to_dict("records") == [
+        {"claim": "a student from every 3rd layer still interpolates (Spearman rho)", "rule": "<= -0.9",
+         "first_to_last": "-0.8: fails", "klpatch": "not run"}]
+    assert readings["2"]["runs"] == ["preset", "random-init"] and readings["2"]["reading"].paper_reports == \
+        "random weights fall off"
+    assert readings["6"]["reading"].paper_reports == "" and not readings["6"]["fails"]  # not run: nothing fails
+    assert sweep.reading("7").paper_reports == "it beats ShortGPT"

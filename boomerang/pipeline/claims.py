@@ -23,6 +23,9 @@ def _ratio_at_sizes(other: pd.DataFrame, reference: pd.DataFrame) -> pd.Series:
     return (other.groupby("num_layers").value.last().reindex(ref.index) / ref).dropna()
 
 
+PRESET_FIGURES = ("2", "7", "table 3")  # the paper figures with a claim on the preset's own curve
+
+
 def paper_claims(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame | None = None,
                  flops: pd.DataFrame | None = None, offshelf: pd.DataFrame | None = None) -> pd.DataFrame:
     """`runs` maps the sweep's labels to perplexity rows. The preset's curve is tested against naive pruning

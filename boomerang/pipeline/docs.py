@@ -14,8 +14,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from .. import artefacts as A
 from ..config import REPO_ROOT, RunConfig
 from ..io import write_text
-from ..measure.harness import PRIMARY_METRIC
+from ..measure.checks import NOT_RUN
 from ..measure.curves import BETWEEN_TOLERANCE, interpolation_curve
+from ..measure.harness import PRIMARY_METRIC
+from .claims import PRESET_FIGURES
 from .sweeps import PRESET, Sweep
 
 TEMPLATES = REPO_ROOT / "docs" / "templates"
@@ -170,24 +172,48 @@ def curve_summary(runs: dict[str, pd.DataFrame], labels: dict[str, str], orders:
     return pd.DataFrame(rows)
 
 
+def verdicts(claims: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim, one column per scope (patch order): the measured value and whether it holds."""
+    def cell(row) -> str:
+        if str(row.holds) == NOT_RUN:
+            return NOT_RUN
+        return f"{row.value:.3g}: {'holds' if str(row.holds) == 'True' else 'fails'}"
+    cells = claims.assign(cell=[cell(r) for r in claims.itertuples()])
+    wide = cells.pivot_table(index=["claim", "rule"], columns="scope", values="cell", aggfunc="first", sort=False)
+    return wide.reset_index().rename_axis(columns=None).fillna("")
+
+
+def claim_readings(sweep: Sweep, claims: pd.DataFrame) -> dict[str, dict]:
+    """Per paper figure with claims: what the paper reports, the measured verdicts, the runs they come from,
+    and, while one fails, what would settle it (`Reading` in the sweep file)."""
+    readings = {}
+    for paper, rows in claims.groupby(claims.figure.astype(str), sort=False):
+        runs = list(dict.fromkeys(([PRESET] if paper in PRESET_FIGURES else []) + sweep.runs_of(paper)))
+        readings[paper] = {"reading": sweep.reading(paper), "verdicts": verdicts(rows), "runs": runs,
+                           "fails": bool((rows.holds.astype(str) == "False").any())}
+    return readings
+
+
 def write_experiments_doc(cfg: RunConfig, sweep: Sweep, runs: dict[str, pd.DataFrame], claims: pd.DataFrame) -> Path:
     """docs/experiments/<preset>.md from the sweep's results/ and figures/."""
     doc = A.EXPERIMENTS_DOC.path(cfg)
     orders = cfg.interpolate.orders
-    sections = []
+    sections, readings, placed = [], claim_readings(sweep, claims), {"7", "table 3"}  # those two have sections
     for name, spec in sweep.spec.figures.items():
         labels = ({sweep.reference: spec.reference} if spec.reference else {}) | \
                  ({PRESET: spec.preset} if spec.preset else {}) | \
                  {v: variant.label for v, variant in sweep.variants.items() if variant.figure == name}
         image = cfg.figures_dir / f"{name}.png"
+        reads = spec.paper if spec.paper in readings and spec.paper not in placed else None  # its claims, once
+        placed.add(reads)
         sections.append({"spec": spec, "image": _relative(image, doc) if image.exists() else None,
-                         "runs": curve_summary(runs, labels, orders),
-                         "claims": claims[claims.figure == spec.paper]})
+                         "runs": curve_summary(runs, labels, orders), "reads": reads})
     extra = {n: _relative(cfg.figures_dir / f"{n}.png", doc) for n in ("fig7_layer_pruning", "fig_frontier_baselines")
              if (cfg.figures_dir / f"{n}.png").exists()}
     ran, by_stage = how_the_runs_ran(cfg, sweep)
     _render("experiments.md.j2", doc, cfg=cfg, sweep=sweep, claims=claims, sections=sections, figures=extra,
-            ran=ran, by_stage=by_stage,
+            ran=ran, by_stage=by_stage, readings=readings,
+            unplaced=[p for p in readings if p not in placed],
             layer_pruning=pd.read_csv(A.LAYER_PRUNING.path(cfg)), flops=pd.read_csv(A.FLOPS.path(cfg)),
             missing=[v for v in sweep.variants if v not in runs])
     return doc

@@ -312,4 +312,4 @@ def experiments(cfg: RunConfig) -> dict[str, Any]:
             plots.frontier_figure(runs[PRESET], pd.read_csv(A.COST.path(cfg)), layer_pruning), cfg.figures_dir,
             "fig_frontier_baselines")
     docs.write_experiments_doc(cfg, sweep, runs, claims)
-    return {"claims": claims, "figures": drawn, "runs": sorted(runs)}
+    return {"claims": claims, "readings": docs.claim_readings(sweep, claims), "figures": drawn, "runs": sorted(runs)}

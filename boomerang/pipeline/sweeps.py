@@ -29,7 +29,15 @@ Role = Literal[
 PRESET = "preset"
 
 
-class FigureSpec(Section):
+class Reading(Section):
+    """How the doc reads the claims of one paper figure: what the paper reports, and what would settle a claim
+    that fails at this preset's scale (shown only while one fails). Prose only: every number comes from a run."""
+
+    paper_reports: str = ""
+    to_settle: str = ""
+
+
+class FigureSpec(Reading):
     """One figure of the experiments: the paper figure it reproduces, its title, and the labels of the
     reference run's and the preset's curves when it draws them."""
 
@@ -53,6 +61,7 @@ class SweepFile(Section):
     common: dict[str, Any] = {}  # overrides every variant shares
     figures: dict[str, FigureSpec] = {}
     variants: dict[str, Variant] = {}
+    readings: dict[str, Reading] = {}  # the claims of paper figures no variant is drawn in (Fig. 7, Table 3, ...)
 
     @model_validator(mode="after")
     def _names_exist(self):
@@ -77,6 +86,17 @@ class Sweep:
     @property
     def variants(self) -> dict[str, Variant]:
         return self.spec.variants
+
+    def reading(self, paper: str) -> Reading:
+        """How the claims of paper figure `paper` ("4", "table 3") are read."""
+        specs = [f for f in self.spec.figures.values() if f.paper == paper]
+        return self.spec.readings.get(paper) or (specs[0] if specs else Reading())
+
+    def runs_of(self, paper: str) -> list[str]:
+        """The labels of the variants drawn in paper figure `paper`, after the reference they are compared with."""
+        drawn = [v for v, variant in self.variants.items()
+                 if variant.figure and self.spec.figures[variant.figure].paper == paper]
+        return [self.reference, *(v for v in drawn if v != self.reference)] if drawn else []
 
     def with_role(self, role: Role) -> list[str]:
         return [name for name, v in self.variants.items() if role in v.roles]
