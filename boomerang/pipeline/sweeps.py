@@ -124,7 +124,6 @@ class Sweep:
                 runs[label] = m[(m.task == "heldout") & (m.metric == "perplexity")]
         return runs
 
-
     def without_record(self, results_root: str | Path) -> set[str]:
         """Labels of the runs with results but no record of how they ran (`stages.csv`): made by code older
         than the run record, so not by today's pipeline."""
