@@ -119,7 +119,7 @@ def distill(cfg: RunConfig) -> pd.DataFrame | None:
     else:
         resolved = A.RESOLVED_CONFIG.path(cfg)  # every process computes in the precision decided here
         write_json(resolved, resolve_run(cfg)[0].model_dump(mode="json"))
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                         str(cfg.distill.num_processes), "-m", "boomerang.distill", "--config", str(resolved)],
                        check=True)
     return pd.read_csv(A.DISTILL_LOG.path(cfg))

@@ -24,7 +24,7 @@ STEPS = {"distill.steps": 6, "distill.checkpoint_every": 2, "distill.batch_size"
 
 def launch(run_config, overrides: dict) -> subprocess.Popen:
     """`torchrun` of the distillation module in two processes."""
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              "-m", "boomerang.distill", "--config", str(run_config), "--override", json.dumps(overrides)],
                             cwd=REPO_ROOT, env={**os.environ, "BOOMERANG_DEVICE": "cpu"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
