@@ -26,13 +26,14 @@ run: setup          ## every notebook in order with papermill, cached per stage
 experiments: setup  ## the paper's baselines and ablations (configs/sweeps/), hours on 2 cores
 	$(BIN)/python -m boomerang.pipeline.experiments --sweep $(SWEEP)
 
-test: setup         ## the suite CI runs (< 10 minutes on 2 cores)
-	$(BIN)/python -m pytest
+test: setup         ## the suite CI runs (< 10 minutes on 2 cores), one worker per core
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 rehearsal: setup    ## every paper preset end to end on tiny stand-ins of its hub models and data, offline
 	rm -rf $(REHEARSAL) && mkdir -p $(REHEARSAL)
 	HF_HOME=$(abspath $(REHEARSAL))/hf NLTK_DATA=$(abspath $(REHEARSAL))/hf/nltk_data HF_HUB_OFFLINE=1 \
-	HF_DATASETS_OFFLINE=1 REHEARSAL_DIR=$(abspath $(REHEARSAL)) $(BIN)/python -m pytest -m rehearsal tests/rehearsal \
+	HF_DATASETS_OFFLINE=1 REHEARSAL_DIR=$(abspath $(REHEARSAL)) $(BIN)/python -m pytest -n auto --dist loadgroup \
+	-m rehearsal tests/rehearsal \
 	$(if $(ONLY),-k "$(ONLY)")
 
 test-slow: setup    ## end-to-end checks on the real teacher (minutes)

@@ -15,6 +15,12 @@ from transformers import (AutoModelForCausalLM, BertConfig, GPT2Config, GPT2LMHe
 # The suite compares models it builds on the CPU; a GPU box opts in with BOOMERANG_DEVICE=cuda for the
 # tests that load their models through the package (distillation, the notebooks).
 os.environ.setdefault("BOOMERANG_DEVICE", "cpu")
+# `make test` runs the suite in one worker per core (pytest-xdist): most of its time is single-threaded (the
+# notebooks' kernels importing torch and transformers). Each worker, and the kernels it starts, computes on its
+# share of the cores, so that workers do not oversubscribe them.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 VOCAB = 101
 SMALL = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4)

@@ -5,11 +5,13 @@ The flags and HF_HOME must be set before any HF library is imported, so `make re
 Python starts; every run of the package happens in a child process that inherits them."""
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
 import pytest
 
+from boomerang.io import read_json, write_json
 from boomerang.standins import build
 
 OFFLINE = ("HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "NLTK_DATA", "REHEARSAL_DIR")
@@ -25,5 +27,11 @@ def rehearsal_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def hub(rehearsal_dir) -> dict:
-    """The stand-in cache, built once per rehearsal into $HF_HOME."""
-    return build(Path(os.environ["HF_HOME"]))
+    """The stand-in cache, built once per rehearsal into $HF_HOME: by the first of `make rehearsal`'s workers
+    to ask for it, while the others wait."""
+    manifest = rehearsal_dir / "standins.json"
+    with open(rehearsal_dir / "standins.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not manifest.exists():
+            write_json(manifest, build(Path(os.environ["HF_HOME"])))
+    return read_json(manifest)

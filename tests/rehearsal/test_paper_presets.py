@@ -49,7 +49,7 @@ def overrides(rehearsal_dir, preset: str) -> dict:
 
 
 @pytest.mark.rehearsal
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.xdist_group(p)) for p in PRESETS])
 def test_a_paper_preset_runs_end_to_end_offline(preset, hub, rehearsal_dir):
     extra = overrides(rehearsal_dir, preset)
     pipeline("boomerang.pipeline", "--config", f"configs/{preset}.yaml", "--override", json.dumps(extra))
@@ -68,6 +68,7 @@ def test_a_paper_preset_runs_end_to_end_offline(preset, hub, rehearsal_dir):
 
 
 @pytest.mark.rehearsal
+@pytest.mark.xdist_group("qwen3-4b")  # after that preset's test, in the same worker
 def test_the_experiment_stages_run_with_the_off_the_shelf_pairs(hub, rehearsal_dir):
     preset = "qwen3-4b"
     sweep = rehearsal_dir / "sweep.yaml"
