@@ -28,8 +28,11 @@ def rehearsal_dir() -> Path:
 @pytest.fixture(scope="session")
 def hub(rehearsal_dir) -> dict:
     """The stand-in cache, built once per rehearsal into $HF_HOME: by the first of `make rehearsal`'s workers
-    to ask for it, while the others wait."""
-    manifest = rehearsal_dir / "standins.json"
+    to ask for it, while the others wait. A later rehearsal builds it again, never trusting an earlier one's."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # one id for all the workers of this pytest run
+    if run is None:
+        return build(Path(os.environ["HF_HOME"]))
+    manifest = rehearsal_dir / f"standins-{run}.json"
     with open(rehearsal_dir / "standins.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not manifest.exists():
