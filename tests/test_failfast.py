@@ -114,6 +114,54 @@ def test_a_student_of_another_shape_or_a_lying_student_config_is_refused(run_con
     preflight(load_config(run_config, {"prune.student": str(tmp_path / "ok")}))  # a good one passes
 
 
+@pytest.mark.parametrize("override, names", [
+    ({"data.seq_len": 4096}, r"data.seq_len = 4096 is longer than the 2048 positions the teacher .* was trained on"),
+    ({"interpolate.export_k": [2, 9]}, r"interpolate.export_k names k = \[9\], but k counts the teacher blocks patched: "
+                                       r"0 \(the student\) to 4 \(the teacher\)"),
+    ({"prune.layers": [0, 1, 3], "sizes.exhaustive_blocks": 1}, r"sizes.exhaustive_blocks = 1: .*multi-layer blocks "
+                                                                r"of one length, and this layout's have \[2, 3\] layers"),
+    ({"distill.compile": True}, r"distill.compile compiles C\+\+ kernels on a CPU, and no C\+\+ compiler was found"),
+])
+def test_a_value_only_a_later_stage_would_trip_on_stops_the_preflight(run_config, override, names, monkeypatch):
+    from torch._inductor import config as inductor
+    monkeypatch.setattr("boomerang.pipeline.preflight.default_device", lambda: torch.device("cpu"))
+    with inductor.patch({"cpp.cxx": ("no-such-compiler-c++",)}), pytest.raises(ConfigError, match=names):
+        preflight(load_config(run_config, override))
+
+
+def test_a_streamed_dataset_that_cannot_be_read_stops_the_preflight(run_config, tmp_path):
+    data = tmp_path / "stream"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps({"body": f"document {i} " * 50}) + "\n" for i in range(8)))
+    hub = {"data.source": "hub", "data.dataset": str(data), "data.heldout_dataset": str(data), "lm_eval.tasks": []}
+    with pytest.raises(ConfigError, match=r"the training stream's documents have no field 'text': set data.text_field "
+                       r"\('text' now\)"):
+        preflight(load_config(run_config, hub))
+    with pytest.raises(ConfigError, match=r"the held-out text cannot be read \(check data.heldout_dataset, "
+                       r"data.heldout_config, data.heldout_split\): ValueError: .*validation"):
+        preflight(load_config(run_config, {**hub, "data.text_field": "body"}))
+    preflight(load_config(run_config, {**hub, "data.text_field": "body", "data.heldout_split": "train"}))
+
+
+def test_what_the_experiment_stages_read_is_checked_before_a_sweep_starts(run_config, tmp_path, released_gpt2_pair):
+    from boomerang.pipeline.experiments import run_sweep
+    from tests.test_experiments import write_sweep
+    sweep = write_sweep(tmp_path / "sweep.yaml", run_config, {"fine": {"overrides": {"distill.steps": 2}}})
+    pair = {"offshelf.pairs": {"tiny-gpt2": released_gpt2_pair}}
+    for overrides, names in [
+            ({"layer_pruning.laco_lowest": 5}, r"layer_pruning.laco_lowest = 5: .*the teacher's 6 layers leave no pair "
+                                               r"at or above it; at most 4"),
+            ({"offshelf.pairs": {"gone": {**released_gpt2_pair, "student": str(tmp_path / "nowhere")}}},
+             r"offshelf.pairs.gone.student = '.*nowhere' cannot be loaded: OSError"),
+            ({**pair, "offshelf.layers": [0, 4, 8]}, r"offshelf.layers names 3 teacher layers, but the student of pair "
+                                                     r"'tiny-gpt2' \(.*distilgpt2\) has 6"),
+            ({**pair, "offshelf.layers": [0, 2, 4, 7, 9, 12]}, r"offshelf.layers for pair 'tiny-gpt2': kept layers must "
+                                                               r"be strictly increasing, start at 0 and be < 12")]:
+        with pytest.raises(ConfigError, match=names):
+            run_sweep(sweep, overrides=overrides, log=lambda *_: None)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
 def test_a_released_student_of_another_teacher_is_named(tmp_path, capsys):
     teacher, other = tiny_model("llama", 6, seed=0), tiny_model("llama", 6, seed=1)
     layout = Layout((0, 2, 4, 5), 6)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..config import ConfigError, load_config, parse_overrides
 from . import runner
+from .preflight import preflight
 from .stages import stages
 from .sweeps import PRESET, read_sweep
 
@@ -38,6 +39,8 @@ def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, force: tupl
             load_config(sweep.preset, {**overrides, **sweep.overrides(name)})
         except ConfigError as err:
             raise ConfigError(f"sweep {Path(path).name}, variant {name!r}: {err}") from None
+    if not dry_run:  # 09 and 10 run after every variant: what they read is checked before the first
+        preflight(load_config(sweep.preset, {**overrides, "experiments.sweep": str(sweep.path)}), log, "experiments")
     run_stages = set(force) & {s.name for s in stages("run")}
     outcome = {PRESET: runner.run(sweep.preset, overrides, force=tuple(run_stages), log=log, dry_run=dry_run)}
     for i, name in enumerate(sweep.variants, 1):

@@ -1,21 +1,25 @@
-"""Checks before anything expensive runs: does the teacher fit the layout or the released student, and is
-the text there, readable and long enough? Each failure names its cause and what to change."""
+"""Checks before anything expensive runs: does the teacher fit the layout or the released student, the sizes
+asked for and the sequence length; is the text there, readable and long enough; and, for the experiment
+stages, do the baselines fit the teacher and are the released pairs there? Each failure names its cause
+and what to change."""
 from __future__ import annotations
 
 import difflib
 import os
+from typing import Callable, Literal
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, DataConfig, RunConfig
 from ..core.arch import adapter_for, num_layers
 from ..core.prune import Layout, layout_from_config, read_layout
 from ..device import default_device
 from ..measure.harness import task_manager
 from ..sources.student import check_student_config
 from ..sources.teacher import teacher_path
-from ..sources.text import pack, split_corpus
+from ..sources.text import heldout_texts, hub_train_documents, pack, split_corpus
+
 
 def released_layout(student: str) -> Layout:
     """The layout of `prune.student`, a local directory or a hub id (on the hub, or in its cache offline);
@@ -29,13 +33,20 @@ def released_layout(student: str) -> Layout:
                           f"hub model that has one{offline}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
 
 
-def preflight(cfg: RunConfig, log=print) -> None:
-    """What a run needs from its inputs, checked from configs and text before any model is loaded."""
+def preflight(cfg: RunConfig, log=print, group: Literal["run", "experiments"] = "run") -> None:
+    """What the stages of `group` need from their inputs, checked from configs and text before any model is
+    loaded."""
     source = teacher_path(cfg.teacher)
     teacher_config = check_teacher(cfg, source)
-    check_layout(cfg, teacher_config)
+    if group == "experiments":
+        check_experiments(cfg, teacher_config)
+        return
+    check_sizes(cfg, check_layout(cfg, teacher_config))
     check_processes(cfg)
-    if cfg.data.source != "hub":  # a streamed dataset is checked as it is read; the GPU box has the hub
+    check_compiler(cfg)
+    if cfg.data.source == "hub":
+        check_stream(cfg)
+    else:
         check_text(cfg, source, log)
     check_tasks(cfg)
 
@@ -48,22 +59,40 @@ def check_teacher(cfg: RunConfig, source: str) -> PretrainedConfig:
         adapter_for(teacher_config)
     except NotImplementedError as err:
         raise ConfigError(f"teacher {cfg.teacher.name}: {err}") from None
+    positions = getattr(teacher_config, "max_position_embeddings", None)
+    if positions and cfg.data.seq_len > positions:
+        raise ConfigError(f"data.seq_len = {cfg.data.seq_len} is longer than the {positions} positions the teacher "
+                          f"{cfg.teacher.name} was trained on (max_position_embeddings); lower it")
     return teacher_config
 
 
-def check_layout(cfg: RunConfig, teacher_config: PretrainedConfig) -> None:
+def check_layout(cfg: RunConfig, teacher_config: PretrainedConfig) -> Layout:
     """The released student fits the teacher, or the pruning rule fits its layers and prunes some."""
     n = num_layers(teacher_config)
     if cfg.prune.student:
         layout = released_layout(cfg.prune.student)
         check_student_config(teacher_config, AutoConfig.from_pretrained(cfg.prune.student), layout, cfg.prune.student)
-        return
+        return layout
     try:
         layout = layout_from_config(cfg.prune, n)
     except ValueError as err:
         raise ConfigError(f"prune: {err} (the teacher has {n} layers)") from None
     if not layout.pruned:
         raise ConfigError(f"prune keeps all {n} teacher layers: there is nothing to distil or interpolate")
+    return layout
+
+
+def check_sizes(cfg: RunConfig, layout: Layout) -> None:
+    """The sizes exported (03) and searched exhaustively (07) exist in this layout."""
+    beyond = [k for k in cfg.interpolate.export_k if k > layout.num_blocks]
+    if beyond:
+        raise ConfigError(f"interpolate.export_k names k = {beyond}, but k counts the teacher blocks patched: 0 "
+                          f"(the student) to {layout.num_blocks} (the teacher) in this layout")
+    lengths = sorted({len(b) for b in layout.blocks if len(b) > 1})
+    if cfg.sizes.exhaustive_blocks and len(lengths) > 1:
+        raise ConfigError(f"sizes.exhaustive_blocks = {cfg.sizes.exhaustive_blocks}: the exhaustive search compares "
+                          f"subsets of multi-layer blocks of one length, and this layout's have {lengths} layers; "
+                          "set it to 0")
 
 
 def check_processes(cfg: RunConfig) -> None:
@@ -73,6 +102,45 @@ def check_processes(cfg: RunConfig) -> None:
         raise ConfigError(f"distill.num_processes is {d.num_processes} but this machine has {gpus} GPU(s): "
                           f"distillation runs one process per GPU; set it to at most {gpus} and raise "
                           f"distill.grad_accum to keep the global batch")
+
+
+def check_compiler(cfg: RunConfig) -> None:
+    """`distill.compile` on a CPU builds C++ kernels, so it needs a compiler (inductor's own search)."""
+    if not cfg.distill.compile or cfg.prune.student or default_device().type != "cpu":
+        return
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        raise ConfigError("distill.compile compiles C++ kernels on a CPU, and no C++ compiler was found (g++, or "
+                          "the one $CXX names); install one or set distill.compile: false") from None
+
+
+def check_stream(cfg: RunConfig) -> None:
+    """A hub run's first training and held-out documents can be read: a misnamed dataset, split or
+    text field would otherwise surface in 02, or in 03 after the whole distillation."""
+    d = cfg.data
+    field = f"set data.text_field ({d.text_field!r} now)"
+    check_readable("training stream", "data.dataset, data.dataset_config, data.skip_documents", field,
+                   lambda: next(hub_train_documents(d, cfg.seed)))
+    check_readable("held-out text", "data.heldout_dataset, data.heldout_config, data.heldout_split"
+                   if d.heldout_dataset else "data.dataset, data.dataset_config", field,
+                   lambda: heldout_texts(d, max_chars=1)[0])
+
+
+def check_readable(what: str, keys: str, field: str, first: Callable[[], str]) -> None:
+    """`first()` reads a streamed dataset's first document; its failures are said with the keys that name
+    the dataset, or with `field`, what to do about a missing text field."""
+    try:
+        first()
+    except KeyError as err:
+        raise ConfigError(f"the {what}'s documents have no field {err}: {field}") from None
+    except (StopIteration, IndexError):
+        raise ConfigError(f"the {what} has no document to read; check {keys}") from None
+    except (OSError, ValueError, ConnectionError) as err:  # not found, offline and not cached, a bad split
+        raise ConfigError(f"the {what} cannot be read (check {keys}): {type(err).__name__}: "
+                          f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
 
 
 def check_text(cfg: RunConfig, source: str, log) -> None:
@@ -113,3 +181,34 @@ def check_tasks(cfg: RunConfig) -> None:
             close = difflib.get_close_matches(name, known, n=5)
             raise ConfigError(f"lm_eval.tasks names {name!r}, which is no task, group or tag that lm-eval or this "
                               f"project knows" + (f"; close: {close}" if close else ""))
+
+
+def check_experiments(cfg: RunConfig, teacher_config: PretrainedConfig) -> None:
+    """What 09 and 10 read, checked before a sweep's first run: LaCo has layers to merge in this teacher,
+    and every released pair is there (hub or cache) with a student the size of `offshelf.layers`."""
+    n, lp = num_layers(teacher_config), cfg.layer_pruning
+    if lp.laco_lowest > n - 2:
+        raise ConfigError(f"layer_pruning.laco_lowest = {lp.laco_lowest}: LaCo merges layers from there up, and the "
+                          f"teacher's {n} layers leave no pair at or above it; at most {n - 2}")
+    o = cfg.offshelf
+    for name, pair in o.pairs.items():
+        configs = {}
+        for role in ("teacher", "student"):
+            repo = getattr(pair, role)
+            try:
+                configs[role] = AutoConfig.from_pretrained(repo)
+            except (OSError, ValueError) as err:
+                raise ConfigError(f"offshelf.pairs.{name}.{role} = {repo!r} cannot be loaded: {type(err).__name__}: "
+                                  f"{str(err).splitlines()[0]}") from None
+        try:
+            Layout(tuple(o.layers), num_layers(configs["teacher"]))
+        except (ValueError, NotImplementedError) as err:
+            raise ConfigError(f"offshelf.layers for pair {name!r}: {err}") from None
+        if len(o.layers) != configs["student"].num_hidden_layers:
+            raise ConfigError(f"offshelf.layers names {len(o.layers)} teacher layers, but the student of pair {name!r} "
+                              f"({pair.student}) has {configs['student'].num_hidden_layers}")
+    if o.pairs and o.dataset:
+        text = DataConfig(source="hub", heldout_dataset=o.dataset, heldout_config=o.dataset_config, heldout_split=o.split)
+        check_readable("off-the-shelf pairs' text", "offshelf.dataset, offshelf.dataset_config, offshelf.split",
+                       f"offshelf.dataset must have a {text.text_field!r} field",
+                       lambda: heldout_texts(text, max_chars=1)[0])

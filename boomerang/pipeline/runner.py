@@ -165,7 +165,7 @@ def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...
                 log(f"[{stage.name}] would run: {why}")
                 continue
             if not checked:
-                preflight(cfg, log)
+                preflight(cfg, log, group)
                 checked = True
             log(f"[{stage.name}] running ({why}) ...")
             record_path.unlink(missing_ok=True)  # until it succeeds, the stage is not done
