@@ -183,6 +183,11 @@ def save(fig: plt.Figure, directory: str | Path, name: str) -> plt.Figure:
     return fig
 
 
+def save_all(drawn: dict[str, plt.Figure], directory: str | Path) -> dict[str, plt.Figure]:
+    """`save` every figure of a stage under its name; the figures by name, for its notebook to show."""
+    return {name: save(fig, directory, name) for name, fig in drawn.items()}
+
+
 def cka_figure(alignment: pd.DataFrame) -> plt.Figure:
     """CKA heatmaps (student state × teacher state) per student; dots mark the layout's alignment map."""
     _style()

@@ -169,9 +169,8 @@ def evaluate(cfg: RunConfig) -> dict[str, Any]:
     write_csv(A.METRICS.path(cfg), metrics)
     checks = boomerang_checks(metrics, figure="2")
     write_csv(A.CHECKS.path(cfg), checks)
-    name = "fig2_interpolation_vs_naive_pruning"
-    return {"metrics": metrics, "sizes": size_table(metrics), "checks": checks,
-            "figures": {name: plots.save(plots.boomerang_figure(metrics), cfg.figures_dir, name)}}
+    return {"metrics": metrics, "sizes": size_table(metrics), "checks": checks, "figures": plots.save_all(
+                {"fig2_interpolation_vs_naive_pruning": plots.boomerang_figure(metrics)}, cfg.figures_dir)}
 
 
 @stage("05_lm_eval", ("lm_eval",), reads=(A.STUDENT,), writes=(A.LM_EVAL, A.LM_EVAL_CHECKS, A.LM_EVAL_SAMPLES))
@@ -204,7 +203,7 @@ def alignment(cfg: RunConfig) -> dict[str, Any]:
     drawn = {"alignment_cka": plots.cka_figure(table), "alignment_cosine": plots.cosine_figure(table),
              "alignment_final_state_vs_perplexity": plots.final_cosine_figure(table, pd.read_csv(A.METRICS.path(cfg)))}
     return {"alignment": table, "checks": checks,
-            "figures": {name: plots.save(fig, cfg.figures_dir, name) for name, fig in drawn.items()}}
+            "figures": plots.save_all(drawn, cfg.figures_dir)}
 
 
 @stage("07_sizes", ("sizes", "evaluate"), reads=(A.STUDENT, A.INTERPOLANTS, A.METRICS),
@@ -231,7 +230,7 @@ def sizes(cfg: RunConfig) -> dict[str, Any]:
     write_csv(A.COST.path(cfg), cost)
     drawn = {"fig_orders": plots.orders_figure(orders, optimum), "fig_frontier": plots.frontier_figure(metrics, cost)}
     return {"orders": orders, "optimum": optimum, "cost": cost,
-            "figures": {name: plots.save(fig, cfg.figures_dir, name) for name, fig in drawn.items()}}
+            "figures": plots.save_all(drawn, cfg.figures_dir)}
 
 
 def compared_results(cfg: RunConfig) -> list[Path]:
@@ -255,7 +254,7 @@ def report(cfg: RunConfig) -> dict[str, Any]:
     checks = docs.run_checks(cfg)
     docs.write_run_doc(cfg)
     return {"panels": panels, "checks": checks,
-            "figures": {name: plots.save(fig, cfg.figures_dir, name) for name, fig in drawn.items()}}
+            "figures": plots.save_all(drawn, cfg.figures_dir)}
 
 
 # --- experiments over a sweep ---------------------------------------------------------------------
