@@ -89,15 +89,15 @@ def summary(record: pd.DataFrame) -> dict:
 def how_the_runs_ran(cfg: RunConfig, sweep: Sweep) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every run of the sweep with results, in one row each (`summary`; a run without a record was made by
     older code and says so), and the seconds of each of their stages."""
-    rows, seconds = [], {}
+    rows, seconds, older = [], {}, sweep.without_record(cfg.root / "results")
     for label in (PRESET, *sweep.variants):
         run = cfg.model_copy(update={"name": sweep.run_name(label)})
         if not A.METRICS.path(run).exists():
             continue
-        record = how_it_ran(run)
-        if record is None or not len(record):
+        if label in older:
             rows.append({"run": label, "code": "older code: no record of how it ran"})
             continue
+        record = how_it_ran(run)
         rows.append({"run": label, **summary(record)})
         seconds[label] = record.set_index("stage").seconds
     by_stage = pd.DataFrame(seconds).T.rename_axis("run").reset_index() if seconds else pd.DataFrame()
@@ -194,11 +194,12 @@ def claim_readings(sweep: Sweep, claims: pd.DataFrame) -> dict[str, dict]:
     return readings
 
 
-def write_experiments_doc(cfg: RunConfig, sweep: Sweep, runs: dict[str, pd.DataFrame], claims: pd.DataFrame) -> Path:
-    """docs/experiments/<preset>.md from the sweep's results/ and figures/."""
+def write_experiments_doc(cfg: RunConfig, sweep: Sweep, runs: dict[str, pd.DataFrame], claims: pd.DataFrame,
+                          readings: dict[str, dict]) -> Path:
+    """docs/experiments/<preset>.md from the sweep's results/ and figures/, the claims read (`claim_readings`)."""
     doc = A.EXPERIMENTS_DOC.path(cfg)
     orders = cfg.interpolate.orders
-    sections, readings, placed = [], claim_readings(sweep, claims), {"7", "table 3"}  # those two have sections
+    sections, placed = [], {"7", "table 3"}  # those two have sections
     for name, spec in sweep.spec.figures.items():
         labels = ({sweep.reference: spec.reference} if spec.reference else {}) | \
                  ({PRESET: spec.preset} if spec.preset else {}) | \

@@ -310,5 +310,6 @@ def experiments(cfg: RunConfig) -> dict[str, Any]:
         drawn["fig_frontier_baselines"] = plots.save(
             plots.frontier_figure(runs[PRESET], pd.read_csv(A.COST.path(cfg)), layer_pruning), cfg.figures_dir,
             "fig_frontier_baselines")
-    docs.write_experiments_doc(cfg, sweep, runs, claims)
-    return {"claims": claims, "readings": docs.claim_readings(sweep, claims), "figures": drawn, "runs": sorted(runs)}
+    readings = docs.claim_readings(sweep, claims)
+    docs.write_experiments_doc(cfg, sweep, runs, claims, readings)
+    return {"claims": claims, "readings": readings, "figures": drawn, "runs": sorted(runs)}
