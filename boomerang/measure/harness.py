@@ -7,6 +7,8 @@ them untied (see `arch.assemble`), and `tests/test_harness.py` checks the logits
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import random
@@ -148,8 +150,9 @@ class Suite:
         torch.manual_seed(self.seed)
         for task in self.loaded["tasks"].values():
             task.set_fewshot_seed(seed=self.seed)
-        output = evaluate(lm=harness_model(model, tokenizer, self.cfg), task_dict=self.loaded, limit=self.cfg.limit,
-                          bootstrap_iters=self.cfg.bootstrap_iters, log_samples=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # lm-eval prints "bootstrapping for stddev" per metric
+            output = evaluate(lm=harness_model(model, tokenizer, self.cfg), task_dict=self.loaded,
+                              limit=self.cfg.limit, bootstrap_iters=self.cfg.bootstrap_iters, log_samples=True)
         return result_rows(output), output
 
 
