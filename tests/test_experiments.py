@@ -9,7 +9,7 @@ import yaml
 from boomerang import artefacts as A
 from boomerang.config import ConfigError, load_config
 from boomerang.measure.curves import interpolation_curve
-from boomerang.pipeline import docs, plots
+from boomerang.pipeline import experiments_doc, sweep_plots
 from boomerang.pipeline.claims import paper_claims
 from boomerang.pipeline.experiments import run_sweep
 from boomerang.pipeline.sweeps import read_sweep
@@ -77,7 +77,7 @@ def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released
     assert re.search(r"\| random-init +\|[ |]+older code: no record of how it ran", A.EXPERIMENTS_DOC.path(cfg).read_text())
     s = read_sweep(sweep)
     assert s.without_record(tmp_path / "results") == {"random-init"}
-    figures = plots.sweep_figures(s, s.load_runs(tmp_path / "results"), pruning, None, cfg.interpolate.orders,
+    figures = sweep_plots.sweep_figures(s, s.load_runs(tmp_path / "results"), pruning, None, cfg.interpolate.orders,
                                   tmp_path / "figures-again", s.without_record(tmp_path / "results"))
     legend = [t.get_text() for t in figures["fig2_random_init"].axes[-1].get_legend().get_texts()]
     assert legend == ["pruning init", "random init (older code)"]
@@ -169,7 +169,7 @@ def test_the_doc_reads_each_figures_claims_beside_the_paper(tmp_path, run_config
                                    readings={"7": {"paper_reports": "it beats ShortGPT"}}))
     klpatch = curve(40, [25, 15], order="klpatch").query("method not in ['student', 'teacher']")
     runs = {"preset": pd.concat([curve(40, [30, 20]), klpatch]), "every-3rd": curve(60, [70, 20])}
-    readings = docs.claim_readings(sweep, paper_claims(sweep, runs))
+    readings = experiments_doc.claim_readings(sweep, paper_claims(sweep, runs))
     size = readings["8"]  # rho -0.8 along first_to_last: fails; no KLPatch curve for the variant
     assert size["reading"].paper_reports == "it interpolates" and size["fails"]
     assert size["runs"] == ["preset", "every-3rd"]

@@ -11,9 +11,10 @@ import pytest
 
 from boomerang import artefacts as A
 from boomerang import provenance
+from boomerang.provenance import code_digests
 from boomerang.config import REPO_ROOT, ConfigError, load_config, parse_overrides
 from boomerang.pipeline import docs, runner
-from boomerang.pipeline.stages import stages
+from boomerang.pipeline.stages import STAGES, stages
 
 RUN = [s.name for s in stages("run")]
 
@@ -170,6 +171,14 @@ def test_a_commit_that_looks_like_a_number_is_recorded_as_written(run_config, mo
     for stage in stages("run")[:2]:
         runner.record_stage(cfg, stage, 1.0)
     assert docs.how_it_ran(cfg).code.tolist() == [commit, commit]
+
+
+def test_the_sweeps_figures_and_record_are_code_of_stage_11_only():
+    """Drawing or writing up the sweep is read by the experiments stage alone: a change there re-runs no run."""
+    sweep_code = {"boomerang.pipeline.sweep_plots", "boomerang.pipeline.experiments_doc"}
+    reach = {s.name: set(code_digests(s.run)) & sweep_code for s in STAGES}
+    assert reach.pop("11_experiments") == sweep_code
+    assert not any(reach.values()), reach
 
 
 def test_the_code_version_ignores_what_runs_generate(tmp_path, monkeypatch):

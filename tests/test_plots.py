@@ -5,7 +5,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from boomerang.pipeline.plots import order_panels, save, sweep_figure  # noqa: E402
+from boomerang.pipeline.plots import save  # noqa: E402
+from boomerang.pipeline.sweep_plots import order_panels, sweep_figure  # noqa: E402
 
 
 def test_an_unchanged_figure_saves_to_identical_files(tmp_path, monkeypatch):

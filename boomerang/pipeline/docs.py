@@ -1,7 +1,8 @@
 """The records in docs/, generated from results/: templates hold the prose, every number comes from a table.
 
-`docs/runs/<run>.md` is what a run shows (its stage 08), `docs/experiments/<preset>.md` what a sweep shows
-(stage 11). A preset whose recipe was searched for by hand links its record, `docs/recipes/<run>.md`.
+`docs/runs/<run>.md` is what a run shows (its stage 08); `experiments_doc` writes what a sweep shows (stage
+11) with the rendering here. A preset whose recipe was searched for by hand links its record,
+`docs/recipes/<run>.md`.
 """
 from __future__ import annotations
 
@@ -14,11 +15,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from .. import artefacts as A
 from ..config import REPO_ROOT, RunConfig
 from ..io import write_text
-from ..measure.checks import NOT_RUN
-from ..measure.curves import BETWEEN_TOLERANCE, interpolation_curve
+from ..measure.curves import BETWEEN_TOLERANCE
 from ..measure.harness import PRIMARY_METRIC
-from .claims import PRESET_FIGURES
-from .sweeps import PRESET, Sweep
 
 TEMPLATES = REPO_ROOT / "docs" / "templates"
 CHECK_TABLES = (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
@@ -34,13 +32,13 @@ def table(frame: pd.DataFrame, digits: int = 3) -> str:
     return frame.map(cell).to_markdown(index=False)
 
 
-def _render(name: str, path: Path, **context) -> None:
+def render(name: str, path: Path, **context) -> None:
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
                       trim_blocks=True, lstrip_blocks=True)
     write_text(path, env.get_template(name).render(table=table, **context))
 
 
-def _relative(target: Path, doc: Path) -> str:
+def relative(target: Path, doc: Path) -> str:
     """A link from `doc` to `target`."""
     return Path(os.path.relpath(target, doc.parent)).as_posix()
 
@@ -86,24 +84,6 @@ def summary(record: pd.DataFrame) -> dict:
             "minutes": round(record.seconds.sum() / 60, 1)}
 
 
-def how_the_runs_ran(cfg: RunConfig, sweep: Sweep) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every run of the sweep with results, in one row each (`summary`; a run without a record was made by
-    older code and says so), and the seconds of each of their stages."""
-    rows, seconds, older = [], {}, sweep.without_record(cfg.root / "results")
-    for label in (PRESET, *sweep.variants):
-        run = cfg.model_copy(update={"name": sweep.run_name(label)})
-        if not A.METRICS.path(run).exists():
-            continue
-        if label in older:
-            rows.append({"run": label, "code": "older code: no record of how it ran"})
-            continue
-        record = how_it_ran(run)
-        rows.append({"run": label, **summary(record)})
-        seconds[label] = record.set_index("stage").seconds
-    by_stage = pd.DataFrame(seconds).T.rename_axis("run").reset_index() if seconds else pd.DataFrame()
-    return pd.DataFrame(rows), by_stage
-
-
 def side_by_side(cfg: RunConfig, other: str) -> dict[str, pd.DataFrame] | None:
     """This run beside run `other` (the same preset in another precision, say): held-out perplexity of every
     model both measured, every check, and each stage's time; None when `other` has no results."""
@@ -141,80 +121,18 @@ def write_run_doc(cfg: RunConfig) -> Path:
     read = lambda a: pd.read_csv(a.path(cfg)) if a.path(cfg).exists() else None  # noqa: E731
     log, scores, layout = read(A.DISTILL_LOG), read(A.LM_EVAL), read(A.LAYOUT)
     recipe = cfg.root / "docs" / "recipes" / f"{cfg.name}.md"  # hand-written, where a preset has one
-    figures = {a: _relative(cfg.figures_dir / f"{a}.png", doc)
+    figures = {a: relative(cfg.figures_dir / f"{a}.png", doc)
                for a in ("fig2_interpolation_vs_naive_pruning", "fig2_lm_eval", "alignment_cka", "alignment_cosine",
                          "alignment_final_state_vs_perplexity", "fig_orders", "fig_frontier", "distill_log")
                if (cfg.figures_dir / f"{a}.png").exists()}
-    _render("run.md.j2", doc, cfg=cfg, ends=ends, layout=layout, log=log, comparison=read(A.ORDERS),
+    render("run.md.j2", doc, cfg=cfg, ends=ends, layout=layout, log=log, comparison=read(A.ORDERS),
             optimum=read(A.OPTIMUM), cost=read(A.COST),
             orders={o: perplexity_by_size(metrics, o) for o in cfg.interpolate.orders},
             checks=read(A.CHECKS), lm_eval=lm_eval_by_model(scores) if scores is not None and len(scores) else None,
             lm_eval_checks=read(A.LM_EVAL_CHECKS), alignment_checks=read(A.ALIGNMENT_CHECKS), figures=figures,
             tolerance=BETWEEN_TOLERANCE, recipe=f"docs/recipes/{cfg.name}.md" if recipe.exists() else None,
-            recipe_link=_relative(recipe, doc),
+            recipe_link=relative(recipe, doc),
             ran=how_it_ran(cfg), compared={other: side_by_side(cfg, other) for other in cfg.compare_with})
     return doc
 
 
-def curve_summary(runs: dict[str, pd.DataFrame], labels: dict[str, str], orders: list[str]) -> pd.DataFrame:
-    """Per run of a figure: its student, and per order the range of its interpolated sizes and their ρ."""
-    rows = []
-    for label, shown in labels.items():
-        if label not in runs:
-            continue
-        m = runs[label]
-        row = {"run": label, "shown as": shown, "student": m[m.method == "student"].value.iloc[0]}
-        for order in orders:
-            curve = interpolation_curve(m, order).iloc[1:-1]
-            if len(curve):
-                row[f"{order}: interpolated"] = f"{curve.value.min():.3g}–{curve.value.max():.3g}"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def verdicts(claims: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim, one column per scope (patch order): the measured value and whether it holds."""
-    def cell(row) -> str:
-        if str(row.holds) == NOT_RUN:
-            return NOT_RUN
-        return f"{row.value:.3g}: {'holds' if str(row.holds) == 'True' else 'fails'}"
-    cells = claims.assign(cell=[cell(r) for r in claims.itertuples()])
-    wide = cells.pivot_table(index=["claim", "rule"], columns="scope", values="cell", aggfunc="first", sort=False)
-    return wide.reset_index().rename_axis(columns=None).fillna("")
-
-
-def claim_readings(sweep: Sweep, claims: pd.DataFrame) -> dict[str, dict]:
-    """Per paper figure with claims: what the paper reports, the measured verdicts, the runs they come from,
-    and, while one fails, what would settle it (`Reading` in the sweep file)."""
-    readings = {}
-    for paper, rows in claims.groupby(claims.figure.astype(str), sort=False):
-        runs = list(dict.fromkeys(([PRESET] if paper in PRESET_FIGURES else []) + sweep.runs_of(paper)))
-        readings[paper] = {"reading": sweep.reading(paper), "verdicts": verdicts(rows), "runs": runs,
-                           "fails": bool((rows.holds.astype(str) == "False").any())}
-    return readings
-
-
-def write_experiments_doc(cfg: RunConfig, sweep: Sweep, runs: dict[str, pd.DataFrame], claims: pd.DataFrame,
-                          readings: dict[str, dict]) -> Path:
-    """docs/experiments/<preset>.md from the sweep's results/ and figures/, the claims read (`claim_readings`)."""
-    doc = A.EXPERIMENTS_DOC.path(cfg)
-    orders = cfg.interpolate.orders
-    sections, placed = [], {"7", "table 3"}  # those two have sections
-    for name, spec in sweep.spec.figures.items():
-        labels = ({sweep.reference: spec.reference} if spec.reference else {}) | \
-                 ({PRESET: spec.preset} if spec.preset else {}) | \
-                 {v: variant.label for v, variant in sweep.variants.items() if variant.figure == name}
-        image = cfg.figures_dir / f"{name}.png"
-        reads = spec.paper if spec.paper in readings and spec.paper not in placed else None  # its claims, once
-        placed.add(reads)
-        sections.append({"spec": spec, "image": _relative(image, doc) if image.exists() else None,
-                         "runs": curve_summary(runs, labels, orders), "reads": reads})
-    extra = {n: _relative(cfg.figures_dir / f"{n}.png", doc) for n in ("fig7_layer_pruning", "fig_frontier_baselines")
-             if (cfg.figures_dir / f"{n}.png").exists()}
-    ran, by_stage = how_the_runs_ran(cfg, sweep)
-    _render("experiments.md.j2", doc, cfg=cfg, sweep=sweep, claims=claims, sections=sections, figures=extra,
-            ran=ran, by_stage=by_stage, readings=readings,
-            unplaced=[p for p in readings if p not in placed],
-            layer_pruning=pd.read_csv(A.LAYER_PRUNING.path(cfg)), flops=pd.read_csv(A.FLOPS.path(cfg)),
-            missing=[v for v in sweep.variants if v not in runs])
-    return doc

@@ -10,7 +10,6 @@ import seaborn as sns
 
 from ..io import atomic_path
 from ..measure.curves import interpolation_curve
-from .sweeps import PRESET, Sweep
 
 ORDER_LABELS = {"last_to_first": "patch last → first", "first_to_last": "patch first → last", "klpatch": "KLPatch"}
 ORDER_COLORS = {"last_to_first": "#1f77b4", "first_to_last": "#ff7f0e", "klpatch": "#2ca02c"}
@@ -19,7 +18,7 @@ LABELS = {"interpolated": "boomerang interpolation", "naive_pruned": "naive laye
           "student": "distilled student", "teacher": "teacher"}
 
 
-def _style() -> None:
+def apply_style() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 
 
@@ -30,7 +29,7 @@ class _PlainLogFormatter(LogFormatter):
         return f"{x:g}" if super().__call__(x, pos) else ""
 
 
-def _log_y(ax) -> None:
+def log_y(ax) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
     ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
@@ -44,7 +43,7 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
     Top row: interpolation against naive layer pruning (log scale). Bottom row: interpolation alone on a
     linear scale, with the student's and teacher's levels, so "between the two" can be read off.
     """
-    _style()
+    apply_style()
     p = metrics[(metrics.task == task) & (metrics.metric == metric)]
     orders = sorted(set(p[p.method == "interpolated"].order))
     fig, axes = plt.subplots(2, len(orders), figsize=(5.2 * len(orders), 7), sharex=True, squeeze=False,
@@ -62,7 +61,7 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
                 ax.scatter(row[x] / 1e6, row.value, s=160, marker="*", color=COLORS[method], zorder=5,
                            label=LABELS[method])
         top.plot(naive[x] / 1e6, naive.value, "o-", ms=4, color=COLORS["naive_pruned"], label=LABELS["naive_pruned"])
-        _log_y(top)
+        log_y(top)
         top.set_title(ORDER_LABELS.get(order, order))
         for method in ("student", "teacher"):
             zoom.axhline(ends[ends.method == method].value.iloc[0], color=COLORS[method], ls=":", lw=1)
@@ -79,7 +78,7 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
 def harness_figure(panels: pd.DataFrame, x: str = "params") -> plt.Figure:
     """Paper Figs. 2-3 for lm-eval: one panel per task group or task (see `harness.panel_scores`), score
     against size for interpolation along each order and for naive pruning, student and teacher marked."""
-    _style()
+    apply_style()
     names = list(dict.fromkeys(panels.panel))
     fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.9), squeeze=False)
     styles = {"last_to_first": "-", "first_to_last": "--"}
@@ -100,7 +99,7 @@ def harness_figure(panels: pd.DataFrame, x: str = "params") -> plt.Figure:
                        label=LABELS[method])
         metric = p.metric.iloc[0]
         if "perplexity" in metric:
-            _log_y(ax)
+            log_y(ax)
         ax.set_title(name)
         ax.set_ylabel(metric)
         ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
@@ -110,54 +109,9 @@ def harness_figure(panels: pd.DataFrame, x: str = "params") -> plt.Figure:
     return fig
 
 
-def order_panels(runs: dict[str, pd.DataFrame], orders: list[str]) -> tuple[dict[str, dict[str, pd.DataFrame]], str]:
-    """The curves of a figure comparing `runs` (shown label -> metrics), one panel per order that every one of
-    them measured; and a note naming each order left out and the runs that did not measure it. A run that
-    did not measure an order has only its endpoints there: a line between them would read as a result."""
-    measured = {label: set(m[m.method == "interpolated"].order) for label, m in runs.items()}
-    panels = {o: {label: interpolation_curve(m, o) for label, m in runs.items()} for o in orders
-              if all(o in measured[label] for label in runs)}
-    note = "; ".join(f"no {ORDER_LABELS.get(o, o)} panel: not measured by "
-                     + ", ".join(label for label in runs if o not in measured[label]) for o in orders if o not in panels)
-    return panels, note
-
-
-def sweep_figure(curves: dict[str, dict[str, pd.DataFrame]], others: pd.DataFrame | None = None,
-                 title: str = "", x: str = "params", note: str = "") -> plt.Figure:
-    """Held-out perplexity against size, one panel per patch order: an interpolation curve per run
-    (`curves[order][label]`, student to teacher), and order-independent `others` (columns `label`, `style`
-    "line" or "point", x, `value`) drawn in every panel, e.g. ShortGPT / LaCo or separately distilled students;
-    `note` under the panels says what is not drawn."""
-    _style()
-    orders = list(curves)
-    fig, axes = plt.subplots(1, len(orders), figsize=(5.4 * len(orders), 4.2), squeeze=False, sharey=True)
-    palette = sns.color_palette("tab10")
-    for ax, order in zip(axes[0], orders):
-        for i, (label, curve) in enumerate(curves[order].items()):
-            ax.plot(curve[x] / 1e6, curve.value, "o-", ms=3.5, lw=1.4, color=palette[i % 10], label=label)
-        if others is not None:
-            for j, (label, rows) in enumerate(others.groupby("label", sort=False)):
-                color = palette[(len(curves[order]) + j) % 10]
-                rows = rows.sort_values(x)
-                style = "s--" if rows["style"].iloc[0] == "line" else "D"
-                ax.plot(rows[x] / 1e6, rows.value, style, ms=6 if style == "D" else 3.5, lw=1.2, color=color,
-                        label=label)
-        _log_y(ax)
-        ax.set_title(ORDER_LABELS.get(order, order))
-        ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
-    axes[0][0].set_ylabel("held-out perplexity (log)")
-    axes[0][-1].legend(fontsize=8, loc="upper right")
-    if title:
-        fig.suptitle(title)
-    if note:
-        fig.text(0.5, 0, note, ha="center", va="top", fontsize=8, wrap=True)
-    fig.tight_layout()
-    return fig
-
-
 def distill_log_figure(log: pd.DataFrame) -> plt.Figure:
     """Every loss term against training tokens."""
-    _style()
+    apply_style()
     terms = [t for t in ("loss", "ce", "kl", "cos", "tail") if t in log]
     rows = (len(terms) + 2) // 3
     fig, axes = plt.subplots(rows, 3, figsize=(9, 2.8 * rows), squeeze=False)
@@ -190,7 +144,7 @@ def save_all(drawn: dict[str, plt.Figure], directory: str | Path) -> dict[str, p
 
 def cka_figure(alignment: pd.DataFrame) -> plt.Figure:
     """CKA heatmaps (student state × teacher state) per student; dots mark the layout's alignment map."""
-    _style()
+    apply_style()
     cka = alignment[alignment.kind == "cka"]
     models = list(dict.fromkeys(cka.model))
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4.2), squeeze=False)
@@ -211,7 +165,7 @@ def cka_figure(alignment: pd.DataFrame) -> plt.Figure:
 
 def cosine_figure(alignment: pd.DataFrame) -> plt.Figure:
     """Per-layer cosine between each student hidden state and its aligned teacher state."""
-    _style()
+    apply_style()
     cos = alignment[alignment.kind == "cosine"]
     fig, ax = plt.subplots(figsize=(6, 3.8))
     sns.lineplot(data=cos, x="student_state", y="value", hue="model", marker="o", ax=ax)
@@ -225,7 +179,7 @@ def cosine_figure(alignment: pd.DataFrame) -> plt.Figure:
 def final_cosine_figure(alignment: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
     """For each size along each order, by its number of layers: final-state cosine to the teacher beside
     held-out perplexity (`interpolation_curve`'s sizes: each layer count once)."""
-    _style()
+    apply_style()
     fin = alignment[alignment.kind == "final_cosine"]
     ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
     orders = list(dict.fromkeys(fin.order))
@@ -238,48 +192,12 @@ def final_cosine_figure(alignment: pd.DataFrame, metrics: pd.DataFrame) -> plt.F
         ax.set_ylabel("cosine", color=COLORS["interpolated"])
         twin = ax.twinx()
         twin.plot(p.index, p.values, "s--", color="tab:orange", label="held-out perplexity")
-        _log_y(twin)
+        log_y(twin)
         twin.set_ylabel("perplexity", color="tab:orange")
         twin.grid(False)
         ax.set_title(ORDER_LABELS.get(order, order))
     fig.tight_layout()
     return fig
-
-
-OLDER = " (older code)"  # after the label of a run made before runs recorded how they ran
-
-
-def sweep_figures(sweep: Sweep, runs: dict[str, pd.DataFrame], layer_pruning: pd.DataFrame,
-                  offshelf: pd.DataFrame | None, orders: list[str], directory: str | Path,
-                  older: set[str] = frozenset()) -> dict[str, plt.Figure]:
-    """Every figure of the sweep that has runs to draw: per figure of the sweep file, the reference run's
-    curve (and the preset's) with its variants' (a separately distilled student as a point); Fig. 7
-    (interpolation against ShortGPT and LaCo) and Fig. 6 (each off-the-shelf pair), by name. A panel appears
-    only for an order every run of its figure measured (`order_panels`); a run in `older` says so in its label."""
-    drawn = {}
-    for name, spec in sweep.spec.figures.items():
-        labels = {sweep.reference: spec.reference} if spec.reference else {}
-        labels |= {PRESET: spec.preset} if spec.preset else {}
-        members = [v for v, variant in sweep.variants.items() if variant.figure == name and v in runs]
-        points = [v for v in members if "separately_distilled" in sweep.variants[v].roles]
-        labels |= {v: sweep.variants[v].label for v in members if v not in points}
-        labels = {label: shown + OLDER * (label in older) for label, shown in labels.items()}
-        curves, note = order_panels({shown: runs[label] for label, shown in labels.items() if label in runs}, orders)
-        others = (pd.concat([runs[v][runs[v].method == "student"].assign(
-            label="distilled at this size" + OLDER * (v in older), style="point") for v in points], ignore_index=True)
-            if points else None)
-        if curves and sum(label in runs for label in labels) + len(points) > 1:
-            drawn[name] = save(sweep_figure(curves, others, title=spec.title, note=note), directory, name)
-    curves, note = order_panels({"boomerang interpolation": runs[PRESET]}, orders) if PRESET in runs else ({}, "")
-    if curves:
-        pruners = layer_pruning.assign(label=layer_pruning.method.map({"shortgpt": "ShortGPT", "laco": "LaCo"}),
-                                       style="line")
-        drawn["fig7_layer_pruning"] = save(sweep_figure(curves, pruners, title="Interpolation vs layer-pruning methods",
-                                                        note=note), directory, "fig7_layer_pruning")
-    for pair, table in ([] if offshelf is None else offshelf.groupby("task")):
-        drawn[f"fig6_offshelf_{pair}"] = save(boomerang_figure(table, metric=table.metric.iloc[0], task=pair,
-                                                               title=pair), directory, f"fig6_offshelf_{pair}")
-    return drawn
 
 
 METHOD_STYLES = {"naive_pruned": ("naive layer pruning", "s--", "#d62728"),  # label, line style, colour
@@ -289,7 +207,7 @@ METHOD_STYLES = {"naive_pruned": ("naive layer pruning", "s--", "#d62728"),  # l
 def orders_figure(orders: pd.DataFrame, optimum: pd.DataFrame | None = None) -> plt.Figure:
     """Held-out perplexity of every patch order at every intermediate size, and the exact optimum of
     KLPatch's objective where it was searched."""
-    _style()
+    apply_style()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     names = [c for c in orders.columns if c != "num_layers" and "/" not in c and c != "best fixed order"]
     for name in names:
@@ -299,7 +217,7 @@ def orders_figure(orders: pd.DataFrame, optimum: pd.DataFrame | None = None) -> 
         best = optimum[optimum.choice == "optimum"]
         ax.scatter(best.num_layers, best.heldout_perplexity, marker="*", s=140, color="black", zorder=5,
                    label="exact optimum of the KL objective")
-    _log_y(ax)
+    log_y(ax)
     ax.set_xlabel("layers")
     ax.set_ylabel("held-out perplexity (log)")
     ax.legend(fontsize=8)
@@ -313,7 +231,7 @@ def frontier_figure(metrics: pd.DataFrame, cost: pd.DataFrame, others: pd.DataFr
     with the same number of layers cost the same, so each model sits at its layer count's measured cost. The
     axis stops at twice the student's perplexity, so the interpolation curves keep their shape; a baseline
     that runs above it says so in the legend."""
-    _style()
+    apply_style()
     ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
     lines = {ORDER_LABELS.get(o, o): ("o-", ORDER_COLORS.get(o), interpolation_curve(ppl, o))
              for o in sorted(set(ppl[ppl.method == "interpolated"].order))}
@@ -331,7 +249,7 @@ def frontier_figure(metrics: pd.DataFrame, cost: pd.DataFrame, others: pd.DataFr
             joined = rows.merge(cost[["num_layers", column]], on="num_layers").sort_values(column)
             ax.plot(joined[column], joined.value, style, ms=3.5, lw=1.2, color=color, label=label)
         ax.set_xlabel(xlabel)
-        _log_y(ax)
+        log_y(ax)
         ax.set_ylim(top=top)
     axes[0].set_ylabel("held-out perplexity (log)")
     axes[1].legend(fontsize=8)

@@ -38,7 +38,7 @@ from ..measure.search import Calibration, klpatch_order, optimum_table
 from ..sources.student import check_released_student
 from ..sources.teacher import load_teacher
 from ..sources.text import heldout_sequences, train_batches
-from . import docs, plots
+from . import docs, experiments_doc, plots, sweep_plots
 from .claims import paper_claims
 from .sweeps import PRESET, read_sweep
 
@@ -305,11 +305,11 @@ def experiments(cfg: RunConfig) -> dict[str, Any]:
     claims = paper_claims(sweep, runs, layer_pruning, pd.read_csv(A.FLOPS.path(cfg)), offshelf)
     write_csv(A.CLAIMS.path(cfg), claims)
     older = sweep.without_record(cfg.root / "results")
-    drawn = plots.sweep_figures(sweep, runs, layer_pruning, offshelf, cfg.interpolate.orders, cfg.figures_dir, older)
+    drawn = sweep_plots.sweep_figures(sweep, runs, layer_pruning, offshelf, cfg.interpolate.orders, cfg.figures_dir, older)
     if A.COST.path(cfg).exists() and PRESET in runs:  # the frontier again, with ShortGPT and LaCo
         drawn["fig_frontier_baselines"] = plots.save(
             plots.frontier_figure(runs[PRESET], pd.read_csv(A.COST.path(cfg)), layer_pruning), cfg.figures_dir,
             "fig_frontier_baselines")
-    readings = docs.claim_readings(sweep, claims)
-    docs.write_experiments_doc(cfg, sweep, runs, claims, readings)
+    readings = experiments_doc.claim_readings(sweep, claims)
+    experiments_doc.write_experiments_doc(cfg, sweep, runs, claims, readings)
     return {"claims": claims, "readings": readings, "figures": drawn, "runs": sorted(runs)}
