@@ -94,6 +94,8 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
     docs.write_run_doc(compared)
     doc = A.RUN_DOC.path(cfg).read_text()
     assert "## Beside the run `other`" in doc and "ratio" in doc and "holds (other)" in doc and "tiny (s)" in doc
+    # the record's stage table: the stages that made what the page reports, not the report's row of a past run
+    assert "| 07_sizes " in doc and "| 08_report " not in doc, doc
     record.write_bytes(kept)  # the runner's own record as it left it
     os.utime(record, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 

@@ -20,6 +20,7 @@ from ..measure.harness import PRIMARY_METRIC
 
 TEMPLATES = REPO_ROOT / "docs" / "templates"
 CHECK_TABLES = (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
+RUN_DOC_STAGE, EXPERIMENTS_DOC_STAGE = "08_report", "11_experiments"  # the stages that write the docs
 COMPARED = (A.METRICS, *CHECK_TABLES, A.RUN_RECORD)  # what a run's record reads of the runs it is set beside
 
 
@@ -71,10 +72,14 @@ def run_checks(cfg: RunConfig) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def how_it_ran(cfg: RunConfig) -> pd.DataFrame | None:
-    """Each stage's seconds, precision, device and code version (`stages.csv`, written by the runner)."""
+def how_it_ran(cfg: RunConfig, before: str | None = None) -> pd.DataFrame | None:
+    """Each stage's seconds, precision, device and code version (`stages.csv`, written by the runner); with
+    `before`, only the stages that precede that one (the stage writing a doc has no row of this run yet)."""
     path = A.RUN_RECORD.path(cfg)
-    return pd.read_csv(path, keep_default_na=False, dtype=A.RUN_RECORD_TYPES) if path.exists() else None
+    if not path.exists():
+        return None
+    record = pd.read_csv(path, keep_default_na=False, dtype=A.RUN_RECORD_TYPES)
+    return record if before is None else record[record.stage < before].reset_index(drop=True)  # numbered names
 
 
 def summary(record: pd.DataFrame) -> dict:
@@ -103,7 +108,7 @@ def side_by_side(cfg: RunConfig, other: str) -> dict[str, pd.DataFrame] | None:
     checks = run_checks(cfg).merge(run_checks(there), on=["claim", "scope", "rule"], how="outer", suffixes=names)
     checks = checks[["claim", "scope", "rule"] + [f"{c}{n}" for n in names for c in ("value", "holds")]]
     checks.columns = ["claim", "scope", "rule"] + [f"{c} ({n})" for n in names for c in ("value", "holds")]
-    records = {n: how_it_ran(r) for n, r in zip(names, (cfg, there))}
+    records = {n: how_it_ran(r, before=RUN_DOC_STAGE) for n, r in zip(names, (cfg, there))}
     runs = pd.DataFrame([{"run": n, **summary(r)} for n, r in records.items() if r is not None and len(r)])
     times = None
     if all(r is not None for r in records.values()):
@@ -132,7 +137,7 @@ def write_run_doc(cfg: RunConfig) -> Path:
             lm_eval_checks=read(A.LM_EVAL_CHECKS), alignment_checks=read(A.ALIGNMENT_CHECKS), figures=figures,
             tolerance=BETWEEN_TOLERANCE, recipe=f"docs/recipes/{cfg.name}.md" if recipe.exists() else None,
             recipe_link=relative(recipe, doc),
-            ran=how_it_ran(cfg), compared={other: side_by_side(cfg, other) for other in cfg.compare_with})
+            ran=how_it_ran(cfg, before=RUN_DOC_STAGE), compared={other: side_by_side(cfg, other) for other in cfg.compare_with})
     return doc
 
 

@@ -9,7 +9,7 @@ from ..config import RunConfig
 from ..measure.checks import NOT_RUN
 from ..measure.curves import interpolation_curve
 from .claims import PRESET_FIGURES
-from .docs import how_it_ran, relative, render, summary
+from .docs import EXPERIMENTS_DOC_STAGE, how_it_ran, relative, render, summary
 from .sweeps import PRESET, Sweep
 
 
@@ -24,7 +24,7 @@ def how_the_runs_ran(cfg: RunConfig, sweep: Sweep) -> tuple[pd.DataFrame, pd.Dat
         if label in older:
             rows.append({"run": label, "code": "older code: no record of how it ran"})
             continue
-        record = how_it_ran(run)
+        record = how_it_ran(run, before=EXPERIMENTS_DOC_STAGE)
         rows.append({"run": label, **summary(record)})
         seconds[label] = record.set_index("stage").seconds
     by_stage = pd.DataFrame(seconds).T.rename_axis("run").reset_index() if seconds else pd.DataFrame()
