@@ -13,6 +13,7 @@ from ..measure.curves import interpolation_curve
 from .plots import ORDER_LABELS, apply_style, boomerang_figure, log_y, save
 from .sweeps import PRESET, Sweep
 
+MARKERS = "os^vDP"  # one per run of a figure
 OLDER = " (older code)"  # after the label of a run made before runs recorded how they ran
 
 
@@ -40,7 +41,9 @@ def sweep_figure(curves: dict[str, dict[str, pd.DataFrame]], others: pd.DataFram
     palette = sns.color_palette("tab10")
     for ax, order in zip(axes[0], orders):
         for i, (label, curve) in enumerate(curves[order].items()):
-            ax.plot(curve[x] / 1e6, curve.value, "o-", ms=3.5, lw=1.4, color=palette[i % 10], label=label)
+            # the reference (first) wide and underneath, each run its own marker: a curve lying on another shows
+            ax.plot(curve[x] / 1e6, curve.value, MARKERS[i % len(MARKERS)] + "-", ms=6 if i == 0 else 3.5,
+                    lw=3.2 if i == 0 else 1.4, alpha=0.6 if i == 0 else 1.0, color=palette[i % 10], label=label)
         if others is not None:
             for j, (label, rows) in enumerate(others.groupby("label", sort=False)):
                 color = palette[(len(curves[order]) + j) % 10]
