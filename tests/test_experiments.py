@@ -160,6 +160,13 @@ def test_a_curve_runs_from_the_student_itself_to_the_teacher():
     assert list(curve_.value) == [40.0, 30.0, 20.0, 10.0]
 
 
+def test_a_verdict_shows_enough_digits_to_tell_its_value_from_the_threshold():
+    claims = pd.DataFrame({"claim": ["a", "b", "c"], "rule": ["> 1", "> 1", "<= -0.9"], "scope": "first_to_last",
+                           "value": [1.001075, 0.998987, -0.66667], "holds": [True, False, False]})
+    cells = experiments_doc.verdicts(claims).first_to_last.tolist()
+    assert cells == ["1.001: holds", "0.999: fails", "-0.667: fails"]
+
+
 def test_the_doc_reads_each_figures_claims_beside_the_paper(tmp_path, run_config):
     figures = {**FIGURES, "fig8_student_size": {**FIGURES["fig8_student_size"], "paper_reports": "it interpolates",
                                                 "to_settle": "more steps"}}

@@ -47,12 +47,23 @@ def curve_summary(runs: dict[str, pd.DataFrame], labels: dict[str, str], orders:
     return pd.DataFrame(rows)
 
 
+def beside_threshold(value: float, rule: str) -> str:
+    """`value` to 3 significant figures, or as many more as it takes not to read as the rule's threshold
+    (1.001 against "> 1" is not shown as 1)."""
+    threshold = float(rule.split()[-1])
+    for digits in range(3, 9):
+        shown = f"{value:.{digits}g}"
+        if float(shown) != threshold or value == threshold:
+            break
+    return shown
+
+
 def verdicts(claims: pd.DataFrame) -> pd.DataFrame:
     """One row per claim, one column per scope (patch order): the measured value and whether it holds."""
     def cell(row) -> str:
         if str(row.holds) == NOT_RUN:
             return NOT_RUN
-        return f"{row.value:.3g}: {'holds' if str(row.holds) == 'True' else 'fails'}"
+        return f"{beside_threshold(row.value, row.rule)}: {'holds' if str(row.holds) == 'True' else 'fails'}"
     cells = claims.assign(cell=[cell(r) for r in claims.itertuples()])
     wide = cells.pivot_table(index=["claim", "rule"], columns="scope", values="cell", aggfunc="first", sort=False)
     return wide.reset_index().rename_axis(columns=None).fillna("")
