@@ -27,7 +27,7 @@ def reruns(outcome: dict) -> list[str]:
     return [name for name, what in outcome.items() if what != "cached"]
 
 
-def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, monkeypatch):
+def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, monkeypatch, capfd):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the offline lm-eval tasks need no network
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = load_config(run_config)
@@ -43,6 +43,7 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
     distilling = [line for line in lines if line.startswith("[02_distill] distill:")]
     assert distilling and "4/4" in distilling[-1] and "tokens/s" in distilling[-1], lines
     assert any(line.startswith("[04_evaluate] ") and "models" in line for line in lines), lines
+    assert "without encryption" not in capfd.readouterr().err  # the kernels listen on private Unix sockets
     record = docs.how_it_ran(cfg)
     assert list(record.stage) == RUN and (record.seconds > 0).all()
     assert record.set_index("stage").precision.to_dict()["02_distill"] == "fp32"

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ import pandas as pd
 import papermill as pm
 from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
+from traitlets.config import Config
 
 from ..artefacts import EXECUTED, LOCK, PROGRESS, RUN_RECORD, RUN_RECORD_TYPES, STAGE_RECORDS
 from ..config import REPO_ROOT, ConfigError, RunConfig, load_config, parse_overrides, resolve_preset
@@ -43,6 +45,17 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 KERNEL_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
               "TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore",
               "TOKENIZERS_PARALLELISM": "false"}
+
+
+@contextlib.contextmanager
+def _kernel_sockets():
+    """Where a stage's kernel listens: Unix sockets in a private temporary directory where the system has
+    them, so no port opens on the host (and ipykernel does not warn of unencrypted TCP at every stage)."""
+    if os.name == "nt":
+        yield Config()
+        return
+    with tempfile.TemporaryDirectory(prefix="boomerang-kernel-") as directory:
+        yield Config({"KernelManager": {"transport": "ipc", "ip": str(Path(directory) / "kernel")}})
 
 
 def code_cells(notebook: dict) -> str:
@@ -248,10 +261,11 @@ def _execute(stage: Stage, notebook: dict, cfg: RunConfig, config, overrides: di
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        with _kernel_environment({CHANNEL: str(PROGRESS.path(cfg))}):
+        with _kernel_environment({CHANNEL: str(PROGRESS.path(cfg))}), _kernel_sockets() as sockets:
             pm.execute_notebook(notebook, output, cwd=str(notebooks), kernel_name="python3",
                                 parameters={"config": notebook_path_argument(config), "overrides": overrides},
-                                progress_bar=False, log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr)
+                                progress_bar=False, log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr,
+                                config=sockets)
     except PapermillExecutionError as err:
         raise SystemExit(f"error: stage {stage.name} failed in cell {err.cell_index} (execution count "
                          f"{err.exec_count}): {err.ename}: {err.evalue}\nexecuted notebook with the traceback: "
