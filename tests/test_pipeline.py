@@ -14,6 +14,7 @@ from boomerang import provenance
 from boomerang.provenance import code_digests
 from boomerang.config import REPO_ROOT, ConfigError, load_config, parse_overrides
 from boomerang.pipeline import docs, runner
+from boomerang.pipeline.claims import variant_checks
 from boomerang.pipeline.stages import STAGES, stages
 
 RUN = [s.name for s in stages("run")]
@@ -174,6 +175,17 @@ def test_a_commit_that_looks_like_a_number_is_recorded_as_written(run_config, mo
     for stage in stages("run")[:2]:
         runner.record_stage(cfg, stage, 1.0)
     assert docs.how_it_ran(cfg).code.tolist() == [commit, commit]
+
+
+def test_a_package_function_a_notebook_imports_keys_its_stage_as_its_stage_function_does(run_config):
+    """A helper that shows a result makes the executed notebook: editing it re-runs the stages that call it."""
+    stage = next(s for s in STAGES if s.name == "11_experiments")
+    cell = lambda source: {"cell_type": "code", "source": source}  # noqa: E731
+    plain = {"cells": [cell("from boomerang.config import load_config\nfrom boomerang.pipeline import stages")]}
+    helper = {"cells": [*plain["cells"], cell("%matplotlib inline\nfrom boomerang.pipeline.claims import variant_checks")]}
+    assert runner.helper_digests(plain, stage) == {}  # the stage function's reach is hashed per function
+    assert runner.helper_digests(helper, stage) == code_digests(variant_checks)
+    assert "boomerang.pipeline.claims.variant_checks" in runner.key_parts(load_config(run_config), stage, helper, "")["code"]
 
 
 def test_the_sweeps_figures_and_record_are_code_of_stage_11_only():

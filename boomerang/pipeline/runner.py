@@ -1,8 +1,8 @@
 """Run the numbered notebooks in order with papermill, from one config, caching every stage.
 
 A stage is skipped when its cache key is unchanged and its outputs are as it left them. The key covers
-what the stage runs: the config sections it reads, the package code its function reaches (docstrings and
-comments aside), its notebook's code cells, and the key of the stage before it, so a change re-runs that
+what the stage runs: the config sections it reads, the package code its function and the package functions
+its notebook imports reach (docstrings and comments aside), its notebook's code cells, and the key of the stage before it, so a change re-runs that
 stage and every later one. Executed notebooks are kept under `results/<run>/notebooks/`.
 
     python -m boomerang.pipeline --config configs/smollm2-cpu.yaml [--dry-run] [--force 04_evaluate]
@@ -10,9 +10,12 @@ stage and every later one. Executed notebooks are kept under `results/<run>/note
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 from contextlib import nullcontext
 import hashlib
+import importlib
+import inspect
 import json
 import os
 import subprocess
@@ -34,7 +37,7 @@ from ..config import REPO_ROOT, ConfigError, RunConfig, load_config, parse_overr
 from ..device import PRECISION_SECTIONS, default_device, describe, precision_name, resolve_run
 from ..io import exclusive, manifest_problem, read_json, write_csv, write_json, write_text
 from ..progress import CHANNEL, follow
-from ..provenance import code_digests, fingerprint
+from ..provenance import NOT_CODE, PACKAGE, code_digests, fingerprint
 from ..sources.teacher import cached_teacher
 from .preflight import preflight
 from .stages import STAGES, Stage, stages
@@ -58,16 +61,32 @@ def _kernel_sockets():
         yield Config({"KernelManager": {"transport": "ipc", "ip": str(Path(directory) / "kernel")}})
 
 
-def code_cells(notebook: dict) -> str:
+def code_cells(notebook: dict) -> list[str]:
     """The code cells' sources only: prose edits and saving in Jupyter (outputs, ids) keep the cache."""
-    return json.dumps(["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"])
+    return ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+
+
+def helper_digests(notebook: dict, stage: Stage) -> dict[str, str]:
+    """What the package functions a notebook imports beside its stage run (a helper that shows a result
+    makes the executed notebook too), hashed as `code_digests` hashes a stage function."""
+    tree = ast.parse("\n".join(line for cell in code_cells(notebook) for line in cell.splitlines()
+                               if not line.lstrip().startswith(("%", "!"))))  # IPython magics and shell lines
+    digests = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == PACKAGE:
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                obj = getattr(module, alias.name, None)
+                if inspect.isfunction(obj) and obj.__module__ not in NOT_CODE | {stage.run.__module__}:
+                    digests |= code_digests(obj)
+    return digests
 
 
 def key_parts(cfg: RunConfig, stage: Stage, notebook: dict, upstream: str) -> dict:
     """Everything a stage's result depends on, by part, so that a dry run can say which part changed."""
     parts = {"config": cfg.digest(*stage.sections) if stage.sections else "",
-             "code": code_digests(stage.run),
-             "notebook": hashlib.sha256(code_cells(notebook).encode()).hexdigest()[:16],
+             "code": code_digests(stage.run) | helper_digests(notebook, stage),
+             "notebook": hashlib.sha256(json.dumps(code_cells(notebook)).encode()).hexdigest()[:16],
              "upstream": upstream}
     if stage.elsewhere:
         parts["elsewhere"] = content_digest(stage.elsewhere(cfg))
