@@ -7,6 +7,7 @@ import pandas as pd  # noqa: E402
 
 from boomerang.pipeline.plots import save  # noqa: E402
 from boomerang.pipeline.sweep_plots import order_panels, sweep_figure  # noqa: E402
+from boomerang.pipeline.tables import show  # noqa: E402
 
 
 def test_an_unchanged_figure_saves_to_identical_files(tmp_path, monkeypatch):
@@ -46,3 +47,15 @@ def test_a_panel_is_drawn_only_for_an_order_every_compared_run_measured():
     fig = sweep_figure(panels, note=note)
     assert len(fig.axes) == 1 and note in [t.get_text() for t in fig.texts]
     assert order_panels({"variant": run([])}, ["klpatch"]) == ({}, "no KLPatch panel: not measured by variant")
+
+
+def test_a_notebook_table_is_markdown_with_only_the_columns_that_hold_something():
+    """JupyterLab strips a styled table's CSS in an untrusted notebook; Markdown keeps claims left-aligned."""
+    nan = float("nan")
+    checks = pd.DataFrame({"figure": [nan, nan], "claim": ["naive pruning worse at middle sizes", "between"],
+                           "value": [672.79, 0.0071234], "holds": [True, False],
+                           "where it fails": [nan, "8.05x at 23 layers"]})
+    header, rule, *rows = show(checks).data.splitlines()
+    assert [c.strip() for c in header.strip("|").split("|")] == ["claim", "value", "holds", "where it fails"]
+    assert rule.split("|")[1].startswith(":-")  # text flush left
+    assert "673" in rows[0] and "0.00712" in rows[1] and rows[0].rstrip("| ").endswith("True")

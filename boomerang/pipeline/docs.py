@@ -17,6 +17,7 @@ from ..config import REPO_ROOT, RunConfig
 from ..io import write_text
 from ..measure.curves import BETWEEN_TOLERANCE
 from ..measure.harness import PRIMARY_METRIC
+from .tables import markdown
 
 TEMPLATES = REPO_ROOT / "docs" / "templates"
 CHECK_TABLES = (A.CHECKS, A.LM_EVAL_CHECKS, A.ALIGNMENT_CHECKS)
@@ -24,19 +25,10 @@ RUN_DOC_STAGE, EXPERIMENTS_DOC_STAGE = "08_report", "11_experiments"  # the stag
 COMPARED = (A.METRICS, *CHECK_TABLES, A.RUN_RECORD)  # what a run's record reads of the runs it is set beside
 
 
-def table(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A Markdown table with numbers to `digits` significant figures and empty cells for missing values."""
-    def cell(v):
-        if isinstance(v, float):
-            return "" if pd.isna(v) else f"{v:.{digits}g}"
-        return v
-    return frame.map(cell).to_markdown(index=False)
-
-
 def render(name: str, path: Path, **context) -> None:
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True,
                       trim_blocks=True, lstrip_blocks=True)
-    write_text(path, env.get_template(name).render(table=table, **context))
+    write_text(path, env.get_template(name).render(table=markdown, **context))
 
 
 def relative(target: Path, doc: Path) -> str:

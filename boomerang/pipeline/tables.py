@@ -1,0 +1,24 @@
+"""Result tables as Markdown, as the records in docs/ and the notebooks show them.
+
+JupyterLab drops the <style> of HTML outputs in a notebook it does not trust, which is every executed notebook a
+reader opens from the repository, so a styled pandas table loses its alignment there (long claims set flush
+right); a Markdown table keeps its text left-aligned and shows every number the same way as the docs do.
+"""
+from __future__ import annotations
+
+import pandas as pd
+from IPython.display import Markdown
+
+
+def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A Markdown table with numbers to `digits` significant figures and empty cells for missing values."""
+    def cell(v):
+        if isinstance(v, float):
+            return "" if pd.isna(v) else f"{v:.{digits}g}"
+        return v
+    return frame.map(cell).to_markdown(index=False)
+
+
+def show(frame: pd.DataFrame, digits: int = 3) -> Markdown:
+    """`frame` for a notebook to display: a Markdown table without the columns that hold nothing."""
+    return Markdown(markdown(frame.dropna(axis=1, how="all"), digits))
