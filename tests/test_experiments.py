@@ -79,7 +79,7 @@ def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released
     assert s.without_record(tmp_path / "results") == {"random-init"}
     figures = sweep_plots.sweep_figures(s, s.load_runs(tmp_path / "results"), pruning, None, cfg.interpolate.orders,
                                   tmp_path / "figures-again", s.without_record(tmp_path / "results"))
-    legend = [t.get_text() for t in figures["fig2_random_init"].axes[-1].get_legend().get_texts()]
+    legend = [t.get_text() for t in figures["fig2_random_init"].legends[0].get_texts()]
     assert legend == ["pruning init", "random init (older code)"]
 
 

@@ -46,7 +46,7 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
     apply_style()
     p = metrics[(metrics.task == task) & (metrics.metric == metric)]
     orders = sorted(set(p[p.method == "interpolated"].order))
-    fig, axes = plt.subplots(2, len(orders), figsize=(5.2 * len(orders), 7), sharex=True, squeeze=False,
+    fig, axes = plt.subplots(2, len(orders), figsize=(4.0 * len(orders), 6), sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [3, 2]})
     ends = p[p.method.isin(["student", "teacher"])]
     for col, order in enumerate(orders):
@@ -68,10 +68,11 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
         zoom.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
     axes[0][0].set_ylabel(f"{'held-out' if task == 'heldout' else task} {metric} (log)")
     axes[1][0].set_ylabel(f"{metric}, interpolation only")
-    axes[0][0].legend(loc="upper right", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()  # beneath the panels: no curve lies under it
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, bbox_to_anchor=(0.5, 0))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
@@ -80,7 +81,7 @@ def harness_figure(panels: pd.DataFrame, x: str = "params") -> plt.Figure:
     against size for interpolation along each order and for naive pruning, student and teacher marked."""
     apply_style()
     names = list(dict.fromkeys(panels.panel))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.9), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.0 * len(names), 3.6), squeeze=False)
     styles = {"last_to_first": "-", "first_to_last": "--"}
     for ax, name in zip(axes[0], names):
         p = panels[panels.panel == name]
@@ -104,7 +105,7 @@ def harness_figure(panels: pd.DataFrame, x: str = "params") -> plt.Figure:
         ax.set_ylabel(metric)
         ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, -0.02))
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
@@ -183,7 +184,7 @@ def final_cosine_figure(alignment: pd.DataFrame, metrics: pd.DataFrame) -> plt.F
     fin = alignment[alignment.kind == "final_cosine"]
     ppl = metrics[(metrics.task == "heldout") & (metrics.metric == "perplexity")]
     orders = list(dict.fromkeys(fin.order))
-    fig, axes = plt.subplots(1, len(orders), figsize=(4.6 * len(orders), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(orders), figsize=(4.0 * len(orders), 3.4), squeeze=False)
     for ax, order in zip(axes[0], orders):
         f = fin[fin.order == order].sort_values(["num_layers", "k"]).drop_duplicates("num_layers", keep="last")
         p = interpolation_curve(ppl, order).set_index("num_layers").value

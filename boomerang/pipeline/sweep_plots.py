@@ -37,7 +37,7 @@ def sweep_figure(curves: dict[str, dict[str, pd.DataFrame]], others: pd.DataFram
     `note` under the panels says what is not drawn."""
     apply_style()
     orders = list(curves)
-    fig, axes = plt.subplots(1, len(orders), figsize=(5.4 * len(orders), 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(orders), figsize=(4.0 * len(orders), 3.6), squeeze=False, sharey=True)
     palette = sns.color_palette("tab10")
     for ax, order in zip(axes[0], orders):
         for i, (label, curve) in enumerate(curves[order].items()):
@@ -55,12 +55,13 @@ def sweep_figure(curves: dict[str, dict[str, pd.DataFrame]], others: pd.DataFram
         ax.set_title(ORDER_LABELS.get(order, order))
         ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
     axes[0][0].set_ylabel("held-out perplexity (log)")
-    axes[0][-1].legend(fontsize=8, loc="upper right")
+    handles, labels = axes[0][-1].get_legend_handles_labels()  # beneath the panels: no curve lies under it
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=9, bbox_to_anchor=(0.5, 0))
     if title:
         fig.suptitle(title)
     if note:
-        fig.text(0.5, 0, note, ha="center", va="top", fontsize=8, wrap=True)
-    fig.tight_layout()
+        fig.text(0.5, 0, note, ha="center", va="top", fontsize=9, wrap=True)
+    fig.tight_layout(rect=(0, 0.06 * -(-len(labels) // 4) + 0.02, 1, 1))
     return fig
 
 
