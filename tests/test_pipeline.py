@@ -182,10 +182,12 @@ def test_a_package_function_a_notebook_imports_keys_its_stage_as_its_stage_funct
     stage = next(s for s in STAGES if s.name == "11_experiments")
     cell = lambda source: {"cell_type": "code", "source": source}  # noqa: E731
     plain = {"cells": [cell("from boomerang.config import load_config\nfrom boomerang.pipeline import stages")]}
-    helper = {"cells": [*plain["cells"], cell("%matplotlib inline\nfrom boomerang.pipeline.claims import variant_checks")]}
+    shown = cell("%matplotlib inline\nfrom boomerang.pipeline.claims import variant_checks")
+    helper = {"cells": [*plain["cells"], shown]}
     assert runner.helper_digests(plain, stage) == {}  # the stage function's reach is hashed per function
     assert runner.helper_digests(helper, stage) == code_digests(variant_checks)
-    assert "boomerang.pipeline.claims.variant_checks" in runner.key_parts(load_config(run_config), stage, helper, "")["code"]
+    code = runner.key_parts(load_config(run_config), stage, helper, "")["code"]
+    assert "boomerang.pipeline.claims.variant_checks" in code
 
 
 def test_the_sweeps_figures_and_record_are_code_of_stage_11_only():

@@ -2,8 +2,9 @@
 
 A stage is skipped when its cache key is unchanged and its outputs are as it left them. The key covers
 what the stage runs: the config sections it reads, the package code its function and the package functions
-its notebook imports reach (docstrings and comments aside), its notebook's code cells, and the key of the stage before it, so a change re-runs that
-stage and every later one. Executed notebooks are kept under `results/<run>/notebooks/`.
+its notebook imports reach (docstrings and comments aside), its notebook's code cells, and the key of the
+stage before it, so a change re-runs that stage and every later one. Executed notebooks are kept under
+`results/<run>/notebooks/`.
 
     python -m boomerang.pipeline --config configs/smollm2-cpu.yaml [--dry-run] [--force 04_evaluate]
 """
