@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from boomerang.pipeline.plots import save  # noqa: E402
+from boomerang.pipeline.plots import boomerang_figure, save  # noqa: E402
 from boomerang.pipeline.sweep_plots import order_panels, sweep_figure  # noqa: E402
 from boomerang.pipeline.tables import show  # noqa: E402
 
@@ -47,6 +47,20 @@ def test_a_panel_is_drawn_only_for_an_order_every_compared_run_measured():
     fig = sweep_figure(panels, note=note)
     assert len(fig.axes) == 1 and note in [t.get_text() for t in fig.texts]
     assert order_panels({"variant": run([])}, ["klpatch"]) == ({}, "no KLPatch panel: not measured by variant")
+
+
+def test_fig2_draws_naive_pruning_only_for_a_run_that_measured_it():
+    """A variant skips naive pruning (evaluate.naive_stride 0): a legend entry with no curve reads as missing data."""
+    def legend(metrics):
+        fig = boomerang_figure(metrics.assign(task="heldout", metric="perplexity"))
+        lines = [line for ax in fig.axes for line in ax.lines if line.get_label() == "naive layer pruning"]
+        return [t.get_text() for t in fig.legends[0].get_texts()], len(lines)
+    without = run(["last_to_first", "klpatch"])
+    naive = pd.DataFrame([{"method": "naive_pruned", "order": "none", "k": k, "num_layers": 4 + k,
+                           "params": 40 + 10 * k, "value": 50.0 * k} for k in (1, 2)])
+    assert legend(without) == (["boomerang interpolation", "distilled student", "teacher"], 0)
+    assert legend(pd.concat([without, naive])) == (
+        ["boomerang interpolation", "distilled student", "teacher", "naive layer pruning"], 2)  # a curve per panel
 
 
 def test_a_notebook_table_is_markdown_with_only_the_columns_that_hold_something():

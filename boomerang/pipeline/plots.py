@@ -35,12 +35,21 @@ def log_y(ax) -> None:
     ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
 
 
+def legend_beneath(fig: plt.Figure, ax, ncol: int = 4) -> float:
+    """One legend for all panels, from `ax`'s labelled artists, beneath them where no curve lies under it.
+    Returns the fraction of the figure's height it takes, the bottom of tight_layout's rect."""
+    handles, labels = ax.get_legend_handles_labels()
+    ncol = min(len(labels), ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9, bbox_to_anchor=(0.5, 0))
+    return (0.22 * -(-len(labels) // ncol) + 0.08) / fig.get_figheight()  # inches per row at 9 pt, and margin
+
+
 def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str = "params",
                      task: str = "heldout", title: str | None = None) -> plt.Figure:
     """Paper Fig. 2 for one run (Fig. 6 for an off-the-shelf pair): `metric` of `task` vs size, one column
     per patch order.
 
-    Top row: interpolation against naive layer pruning (log scale). Bottom row: interpolation alone on a
+    Top row: interpolation against naive layer pruning where the run measured it (log scale). Bottom row: interpolation alone on a
     linear scale, with the student's and teacher's levels, so "between the two" can be read off.
     """
     apply_style()
@@ -52,15 +61,17 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
     for col, order in enumerate(orders):
         top, zoom = axes[0][col], axes[1][col]
         interp = pd.concat([p[(p.method == "interpolated") & (p.order == order)], ends]).sort_values(x)
-        naive = pd.concat([p[(p.method == "naive_pruned") & (p.order.isin([order, "none"]))],
-                           ends[ends.method == "teacher"]]).sort_values(x)
+        naive = p[(p.method == "naive_pruned") & (p.order.isin([order, "none"]))]
         for ax in (top, zoom):
             ax.plot(interp[x] / 1e6, interp.value, "o-", ms=4, color=COLORS["interpolated"], label=LABELS["interpolated"])
             for method in ("student", "teacher"):
                 row = ends[ends.method == method]
                 ax.scatter(row[x] / 1e6, row.value, s=160, marker="*", color=COLORS[method], zorder=5,
                            label=LABELS[method])
-        top.plot(naive[x] / 1e6, naive.value, "o-", ms=4, color=COLORS["naive_pruned"], label=LABELS["naive_pruned"])
+        if len(naive):  # from the teacher down; a run without it (evaluate.naive_stride 0) has no such curve
+            naive = pd.concat([naive, ends[ends.method == "teacher"]]).sort_values(x)
+            top.plot(naive[x] / 1e6, naive.value, "o-", ms=4, color=COLORS["naive_pruned"],
+                     label=LABELS["naive_pruned"])
         log_y(top)
         top.set_title(ORDER_LABELS.get(order, order))
         for method in ("student", "teacher"):
@@ -68,11 +79,10 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
         zoom.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
     axes[0][0].set_ylabel(f"{'held-out' if task == 'heldout' else task} {metric} (log)")
     axes[1][0].set_ylabel(f"{metric}, interpolation only")
-    handles, labels = axes[0][0].get_legend_handles_labels()  # beneath the panels: no curve lies under it
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, bbox_to_anchor=(0.5, 0))
+    bottom = legend_beneath(fig, axes[0][0])
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 
@@ -104,9 +114,7 @@ def harness_figure(panels: pd.DataFrame, x: str = "params") -> plt.Figure:
         ax.set_title(name)
         ax.set_ylabel(metric)
         ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, legend_beneath(fig, axes[0][0], ncol=3), 1, 1))
     return fig
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 
 from ..measure.curves import interpolation_curve
-from .plots import ORDER_LABELS, apply_style, boomerang_figure, log_y, save
+from .plots import ORDER_LABELS, apply_style, boomerang_figure, legend_beneath, log_y, save
 from .sweeps import PRESET, Sweep
 
 MARKERS = "os^vDP"  # one per run of a figure
@@ -55,13 +55,12 @@ def sweep_figure(curves: dict[str, dict[str, pd.DataFrame]], others: pd.DataFram
         ax.set_title(ORDER_LABELS.get(order, order))
         ax.set_xlabel("parameters (M, embeddings counted once)" if x == "params" else x)
     axes[0][0].set_ylabel("held-out perplexity (log)")
-    handles, labels = axes[0][-1].get_legend_handles_labels()  # beneath the panels: no curve lies under it
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=9, bbox_to_anchor=(0.5, 0))
+    bottom = legend_beneath(fig, axes[0][-1])
     if title:
         fig.suptitle(title)
     if note:
         fig.text(0.5, 0, note, ha="center", va="top", fontsize=9, wrap=True)
-    fig.tight_layout(rect=(0, 0.06 * -(-len(labels) // 4) + 0.02, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 
