@@ -79,6 +79,14 @@ def test_a_misspelt_lm_eval_task_stops_the_preflight_with_its_closest_names(run_
         preflight(load_config(run_config, {"lm_eval.tasks": ["boomerang_offline", task]}))
 
 
+def test_a_dry_run_makes_the_input_checks_when_the_teacher_is_there(run_config, monkeypatch):
+    from boomerang.pipeline import runner
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="lm_eval.tasks names 'boomerang_ofline'"):
+        runner.run(run_config, {"lm_eval.tasks": ["boomerang_ofline"]}, log=lambda *_: None, dry_run=True)
+    assert not A.STAGE_RECORDS.path(load_config(run_config)).exists()  # refused, and nothing written
+
+
 def test_a_released_student_that_is_nowhere_is_named_with_its_key(run_config, monkeypatch):
     import huggingface_hub
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as a user sets it, before the hub library is imported
@@ -270,6 +278,7 @@ def test_a_cache_that_no_longer_matches_its_manifest_is_named_not_trusted(run_co
     runner.run(run_config, {"teacher.source": "gguf_wheel"}, log=lines.append, dry_run=True)
     assert f"the cached teacher {cache} fails its check (model.safetensors differs from what was built (SHA-256)): " \
            "the run builds it again" in lines
+    assert any(line.startswith("input checks: not made by a dry run") for line in lines)  # they would build it
 
 
 def test_export_before_the_run_names_the_missing_student(run_config, tmp_path):

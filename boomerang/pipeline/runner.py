@@ -193,13 +193,17 @@ def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...
                 log(f"[{stage.name}] cached")
                 continue
             invalidated = True
+            if not checked:
+                if not dry_run or teacher_ready(cfg):
+                    preflight(cfg, log, group)
+                else:
+                    log(f"input checks: not made by a dry run, as they read the teacher, which is not built yet "
+                        f"({cached_teacher(cfg.teacher)}); a real run builds it and checks before its first stage")
+                checked = True
             if dry_run:
                 outcome[stage.name] = f"would run: {why}"
                 log(f"[{stage.name}] would run: {why}")
                 continue
-            if not checked:
-                preflight(cfg, log, group)
-                checked = True
             log(f"[{stage.name}] running ({why}) ...")
             record_path.unlink(missing_ok=True)  # until it succeeds, the stage is not done
             with follow(PROGRESS.path(cfg), lambda line: log(f"[{stage.name}] {line}")):
@@ -228,6 +232,15 @@ def decide_precision(cfg: RunConfig, overrides: dict, log) -> tuple[RunConfig, d
         log(f"precision: {line}")
     decided = {f"{s}.mixed_precision": getattr(cfg, s).mixed_precision for s in PRECISION_SECTIONS}
     return cfg, {**overrides, **decided, "teacher.dtype": cfg.teacher.dtype}
+
+
+def teacher_ready(cfg: RunConfig) -> bool:
+    """The teacher the input checks read is there without building anything: a hub teacher, or a GGUF
+    wheel's that the cache holds intact."""
+    if cfg.teacher.source != "gguf_wheel":
+        return True
+    cache = cached_teacher(cfg.teacher)
+    return cache.exists() and manifest_problem(cache) is None
 
 
 def check_caches(cfg: RunConfig, log) -> None:
@@ -308,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="configs/smollm2-cpu.yaml", help="preset YAML (configs/)")
     parser.add_argument("--override", default="{}", help='JSON of dotted overrides, e.g. \'{"distill.steps": 10}\'')
     parser.add_argument("--force", nargs="*", default=(), help="stage names to re-run even if cached")
-    parser.add_argument("--dry-run", action="store_true", help="say which stages would run and why; run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="make the input checks, say which stages would run and why; run nothing")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
