@@ -172,8 +172,7 @@ def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...
     unknown = set(force) - {s.name for s in todo}
     if unknown:
         raise ConfigError(f"--force names no stage of this run: {sorted(unknown)}; stages: {[s.name for s in todo]}")
-    if dry_run:
-        check_caches(cfg, log)
+    teacher_built = check_caches(cfg, log) if dry_run else True  # a real run builds it in the pre-flight
     lock = nullcontext() if dry_run else exclusive(LOCK.path(cfg), f"a pipeline of run {cfg.name!r}")
     with lock:  # one writer per run: a second pipeline of the same run name is refused at once
         if not dry_run:
@@ -194,7 +193,7 @@ def run(config: str | Path, overrides: dict | None = None, force: tuple[str, ...
                 continue
             invalidated = True
             if not checked:
-                if not dry_run or teacher_ready(cfg):
+                if teacher_built:
                     preflight(cfg, log, group)
                 else:
                     log(f"input checks: not made by a dry run, as they read the teacher, which is not built yet "
@@ -234,21 +233,19 @@ def decide_precision(cfg: RunConfig, overrides: dict, log) -> tuple[RunConfig, d
     return cfg, {**overrides, **decided, "teacher.dtype": cfg.teacher.dtype}
 
 
-def teacher_ready(cfg: RunConfig) -> bool:
-    """The teacher the input checks read is there without building anything: a hub teacher, or a GGUF
-    wheel's that the cache holds intact."""
+def check_caches(cfg: RunConfig, log) -> bool:
+    """Say which cache the project built would be built again: one that no longer matches its manifest.
+    True when the teacher the input checks read is there without building anything (a hub teacher, or a
+    GGUF wheel's that the cache holds intact)."""
     if cfg.teacher.source != "gguf_wheel":
         return True
     cache = cached_teacher(cfg.teacher)
-    return cache.exists() and manifest_problem(cache) is None
-
-
-def check_caches(cfg: RunConfig, log) -> None:
-    """Say which cache the project built would be built again: one that no longer matches its manifest."""
-    if cfg.teacher.source == "gguf_wheel" and cached_teacher(cfg.teacher).exists():
-        problem = manifest_problem(cached_teacher(cfg.teacher))
-        if problem:
-            log(f"the cached teacher {cached_teacher(cfg.teacher)} fails its check ({problem}): the run builds it again")
+    if not cache.exists():
+        return False
+    problem = manifest_problem(cache)
+    if problem:
+        log(f"the cached teacher {cache} fails its check ({problem}): the run builds it again")
+    return problem is None
 
 
 GENERATED = ("results", "figures", "docs/runs", "docs/experiments")  # what runs write: not code
