@@ -50,7 +50,8 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
     per patch order.
 
     Top row: interpolation against naive layer pruning where the run measured it (log scale). Bottom row:
-    interpolation alone on a linear scale, with the student's and teacher's levels, so "between the two" can be read off.
+    interpolation alone on a linear scale, with the student's and teacher's levels, so "between the two"
+    can be read off.
     """
     apply_style()
     p = metrics[(metrics.task == task) & (metrics.metric == metric)]
