@@ -64,6 +64,16 @@ def test_a_cpu_limited_to_avx2_is_measured_as_having_no_bf16():
     assert out.startswith("False bf16 matrix products run at") and out.rstrip().endswith("no native bf16"), out
 
 
+def test_a_run_record_names_every_limit_put_on_the_cpu(cpu_rates, monkeypatch):
+    cpu_rates(61, 0.6)
+    for key in device.ISA_LIMITS:
+        monkeypatch.delenv(key, raising=False)
+    assert device.describe("cpu").endswith(" threads, no bf16 units")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert device.describe("cpu").endswith("no bf16 units (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)")
+
+
 def test_the_runner_decides_once_and_hands_the_decision_to_every_stage(run_config, cpu_rates):
     cpu_rates(61, 0.6)
     cfg, overrides = runner.decide_precision(load_config(run_config, {"lm_eval.mixed_precision": "auto"}),
