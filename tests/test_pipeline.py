@@ -57,6 +57,8 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
         widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
         assert not widgets, f"{name}: progress bars in the executed notebook"
         assert str(REPO_ROOT) not in json.dumps(notebook.cells), f"{name}: a path of this machine"
+        (injected,) = [c.source for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert max(map(len, injected.splitlines()[2:])) <= 88, f"{name}: an override line scrolls sideways in Lab"
         text = json.dumps([o for o in outputs if o.get("output_type") == "stream"])
         assert "tokens/s]" not in text and "step 2/4" not in text, f"{name}: progress in the executed notebook"
 
