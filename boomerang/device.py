@@ -10,7 +10,6 @@ answer is cached.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from contextlib import nullcontext
 from functools import cache
@@ -24,9 +23,6 @@ WEIGHT_PRECISIONS = {"bfloat16": "bf16", "float16": "fp16"}  # a teacher's weigh
 PRECISION_SECTIONS = ("distill", "evaluate", "lm_eval")  # the sections with a `mixed_precision`
 SLOW = 0.5  # a lower precision whose products run below this share of fp32's rate is not native here
 INSIST = "BOOMERANG_ALLOW_SLOW_PRECISION"  # set to 1 to run an explicit precision this device computes slowly
-# What makes a CPU's libraries use less of its vector units (oneDNN, MKL, torch's own kernels): how a CPU with
-# bf16 units is made to compute as one with AVX2 alone; a record of a run made so says it.
-ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 
 
 def default_device() -> torch.device:
@@ -147,31 +143,6 @@ def precision_name(precision: Precision) -> str:
 def _slowdown(device: torch.device, precision: Precision) -> float:
     fp32, lower = rates(device.type, precision)
     return fp32 / lower
-
-
-def describe(device: torch.device | str) -> str:
-    """The device in words for a run's record: the GPU's name, or the CPU's model, cores and matrix units."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    name = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:  # not Linux: the platform's word for the processor
-        pass
-    found = [unit.upper() for unit in ("amx_bf16", "avx512_bf16") if unit in flags]
-    native_units = auto_precision("cpu")[0] == "bf16"
-    units = f"bf16 units ({', '.join(found)})" if native_units and found else "bf16 units" if native_units \
-        else "no bf16 units"
-    limits = [f"{key}={os.environ[key]}" for key in ISA_LIMITS if os.environ.get(key)]
-    return f"{name}, {torch.get_num_threads()} threads, {units}" + (f" ({', '.join(limits)})" if limits else "")
 
 
 # Dense bf16 tensor peak, FLOP/s, by a word of `torch.cuda.get_device_name` (the vendors' data sheets).

@@ -219,8 +219,9 @@ def record(table, path: Path, code: str) -> None:
     from datetime import datetime, timezone
 
     import torch
-    from boomerang.device import default_device, describe
+    from boomerang.device import default_device
     from boomerang.io import write_text
+    from boomerang.machine import describe
 
     command = " ".join(["python", "scripts/benchmark.py", *sys.argv[1:]])
     write_text(path, f"""# Benchmarks

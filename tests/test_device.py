@@ -1,5 +1,6 @@
 """Precision chosen by the hardware: `auto` is bf16 only where the device computes it natively, an explicit
 bf16 that the CPU would compute ~100x slower is refused before anything runs, and the choice is made once."""
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from boomerang import device
+from boomerang import device, machine
 from boomerang.config import ConfigError, load_config
 from boomerang.pipeline import runner
 
@@ -66,12 +67,20 @@ def test_a_cpu_limited_to_avx2_is_measured_as_having_no_bf16():
 
 def test_a_run_record_names_every_limit_put_on_the_cpu(cpu_rates, monkeypatch):
     cpu_rates(61, 0.6)
-    for key in device.ISA_LIMITS:
+    for key in machine.ISA_LIMITS:
         monkeypatch.delenv(key, raising=False)
-    assert device.describe("cpu").endswith(" threads, no bf16 units")
+    assert machine.describe("cpu").endswith(" threads, no bf16 units")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
-    assert device.describe("cpu").endswith("no bf16 units (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)")
+    assert machine.describe("cpu").endswith("no bf16 units (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2)")
+
+
+def test_no_stage_reaches_the_machine_in_words():
+    """The record's wording is no part of any result: changing it re-runs no stage."""
+    for stage in runner.STAGES:
+        notebook = json.loads((runner.NOTEBOOKS / stage.notebook).read_text())
+        code = runner.code_digests(stage.run) | runner.helper_digests(notebook, stage)
+        assert code and not [name for name in code if name.startswith(machine.__name__)], stage.name
 
 
 def test_the_runner_decides_once_and_hands_the_decision_to_every_stage(run_config, cpu_rates):

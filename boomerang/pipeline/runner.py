@@ -35,8 +35,9 @@ from traitlets.config import Config
 
 from ..artefacts import EXECUTED, LOCK, PROGRESS, RUN_RECORD, RUN_RECORD_TYPES, STAGE_RECORDS
 from ..config import REPO_ROOT, ConfigError, RunConfig, load_config, parse_overrides, resolve_preset
-from ..device import PRECISION_SECTIONS, default_device, describe, precision_name, resolve_run
+from ..device import PRECISION_SECTIONS, default_device, precision_name, resolve_run
 from ..io import exclusive, manifest_problem, read_json, write_csv, write_json, write_text
+from ..machine import describe
 from ..progress import CHANNEL, follow
 from ..provenance import NOT_CODE, PACKAGE, code_digests, fingerprint
 from ..sources.teacher import cached_teacher
