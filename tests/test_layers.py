@@ -6,7 +6,7 @@ import boomerang
 from boomerang import provenance
 
 LAYERS = [  # lowest first; a module's layer is that of the longest prefix that names it
-    ("config", "io", "device", "progress", "provenance", "artefacts", "allocator", "core.orders"),
+    ("config", "io", "device", "machine", "progress", "provenance", "artefacts", "allocator", "core.orders"),
     ("core",),
     ("sources",),
     ("family",),
