@@ -16,7 +16,7 @@ ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABIL
 
 
 def describe(device: torch.device | str) -> str:
-    """The device in words for a run's record: the GPU's name, or the CPU's model, cores and matrix units."""
+    """The device in words for a run's record: the GPU's name, or the CPU's model, threads, bf16 units and limits."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
