@@ -16,6 +16,7 @@ from boomerang.config import REPO_ROOT, ConfigError, load_config, parse_override
 from boomerang.pipeline import docs, runner
 from boomerang.pipeline.claims import variant_checks
 from boomerang.pipeline.stages import STAGES, stages
+from boomerang.pipeline.tables import markdown
 
 RUN = [s.name for s in stages("run")]
 
@@ -176,7 +177,11 @@ def test_a_commit_that_looks_like_a_number_is_recorded_as_written(run_config, mo
     monkeypatch.setattr(runner, "code_version", lambda: commit)
     for stage in stages("run")[:2]:
         runner.record_stage(cfg, stage, 1.0)
-    assert docs.how_it_ran(cfg).code.tolist() == [commit, commit]
+    record = docs.how_it_ran(cfg)
+    assert record.code.tolist() == [commit, commit]
+    # and the docs show it as written, not as the number a table renderer would read in it (3.103e+95)
+    assert f"| `{commit}` |" in markdown(docs.shown(record))
+    assert docs.summary(record)["code"] == f"`{commit}`"
 
 
 def test_a_package_function_a_notebook_imports_keys_its_stage_as_its_stage_function_does(run_config):
