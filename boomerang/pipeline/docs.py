@@ -74,20 +74,10 @@ def how_it_ran(cfg: RunConfig, before: str | None = None) -> pd.DataFrame | None
     return record if before is None else record[record.stage < before].reset_index(drop=True)  # numbered names
 
 
-def as_code(commits) -> list[str]:
-    """Commit ids as Markdown code: a table renderer reads a bare 3103e92 as a number (it printed 3.103e+95)."""
-    return [f"`{c}`" for c in commits]
-
-
-def shown(record: pd.DataFrame | None) -> pd.DataFrame | None:
-    """A run's record as the docs show it (`as_code`)."""
-    return None if record is None else record.assign(code=as_code(record.code))
-
-
 def summary(record: pd.DataFrame) -> dict:
     """A run's record in one row: its precisions, devices, code versions and minutes in all."""
     return {"precision": ", ".join(sorted({p for p in record.precision if p})),
-            "device": ", ".join(sorted(set(record.device))), "code": ", ".join(as_code(sorted(set(record.code)))),
+            "device": ", ".join(sorted(set(record.device))), "code": ", ".join(sorted(set(record.code))),
             "minutes": round(record.seconds.sum() / 60, 1)}
 
 
@@ -138,8 +128,8 @@ def write_run_doc(cfg: RunConfig) -> Path:
             checks=read(A.CHECKS), lm_eval=lm_eval_by_model(scores) if scores is not None and len(scores) else None,
             lm_eval_checks=read(A.LM_EVAL_CHECKS), alignment_checks=read(A.ALIGNMENT_CHECKS), figures=figures,
             tolerance=BETWEEN_TOLERANCE, recipe=f"docs/recipes/{cfg.name}.md" if recipe.exists() else None,
-            recipe_link=relative(recipe, doc),
-            ran=shown(how_it_ran(cfg, before=RUN_DOC_STAGE)), compared={other: side_by_side(cfg, other) for other in cfg.compare_with})
+            recipe_link=relative(recipe, doc), ran=how_it_ran(cfg, before=RUN_DOC_STAGE),
+            compared={other: side_by_side(cfg, other) for other in cfg.compare_with})
     return doc
 
 

@@ -11,14 +11,17 @@ from IPython.display import Markdown
 
 
 def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A Markdown table with numbers to `digits` significant figures and empty cells for missing values."""
+    """A Markdown table with numbers to `digits` significant figures and empty cells for missing values. A
+    text column is shown as written: the renderer would read a commit id such as 1e52345 as a number."""
     def cell(v):
         if isinstance(v, float):
             return "" if pd.isna(v) else f"{v:.{digits}g}"
         return v
-    return frame.map(cell).to_markdown(index=False)
+    text = [i for i, column in enumerate(frame.columns) if not pd.api.types.is_numeric_dtype(frame[column])]
+    return frame.map(cell).to_markdown(index=False, disable_numparse=text)
 
 
 def show(frame: pd.DataFrame, digits: int = 3) -> Markdown:
     """`frame` for a notebook to display: a Markdown table without the columns that hold nothing."""
     return Markdown(markdown(frame.dropna(axis=1, how="all"), digits))
+
