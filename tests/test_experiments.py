@@ -39,6 +39,10 @@ def test_sweep_runs_variants_baselines_and_claims(run_config, tmp_path, released
     variant = pd.read_csv(tmp_path / "results" / "tiny--random-init" / "metrics.csv")
     assert set(variant.task) == {"heldout"}
     assert pd.read_csv(tmp_path / "results" / "tiny--random-init" / "lm_eval.csv").empty  # lm-eval off for variants
+    # and its executed notebooks say so where the preset's would show lm-eval, rather than a blank cell
+    executed = tmp_path / "results" / "tiny--random-init" / "notebooks"
+    for notebook in ("05_lm_eval", "08_report"):
+        assert "Not measured in this run: lm-eval (`lm_eval.tasks: []`)" in (executed / f"{notebook}.ipynb").read_text()
 
     pruning = pd.read_csv(A.LAYER_PRUNING.path(cfg))
     # the tiny layout spans sizes 4..5 below the 6-layer teacher

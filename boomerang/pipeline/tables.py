@@ -25,3 +25,8 @@ def show(frame: pd.DataFrame, digits: int = 3) -> Markdown:
     """`frame` for a notebook to display: a Markdown table without the columns that hold nothing."""
     return Markdown(markdown(frame.dropna(axis=1, how="all"), digits))
 
+
+def not_measured(what: str, setting: str) -> Markdown:
+    """The line a notebook shows where this run's config left a measurement out (`setting`, as set), so that no
+    cell stays blank under prose describing what it would show."""
+    return Markdown(f"*Not measured in this run: {what} (`{setting}`).*")
