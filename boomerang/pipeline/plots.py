@@ -64,7 +64,8 @@ def boomerang_figure(metrics: pd.DataFrame, metric: str = "perplexity", x: str =
         interp = pd.concat([p[(p.method == "interpolated") & (p.order == order)], ends]).sort_values(x)
         naive = p[(p.method == "naive_pruned") & (p.order.isin([order, "none"]))]
         for ax in (top, zoom):
-            ax.plot(interp[x] / 1e6, interp.value, "o-", ms=4, color=COLORS["interpolated"], label=LABELS["interpolated"])
+            ax.plot(interp[x] / 1e6, interp.value, "o-", ms=4, color=COLORS["interpolated"],
+                    label=LABELS["interpolated"])
             for method in ("student", "teacher"):
                 row = ends[ends.method == method]
                 ax.scatter(row[x] / 1e6, row.value, s=160, marker="*", color=COLORS[method], zorder=5,

@@ -256,8 +256,9 @@ def code_version() -> str:
     """The commit the package ran from (`+changes` when the work tree differs from it outside what runs
     generate, which a run rewrites as it goes), for a run's record."""
     try:
-        git = lambda *args: subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,  # noqa: E731
-                                           check=True).stdout.strip()
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
+                                  check=True).stdout.strip()
         changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
                       *(f":(exclude){path}" for path in GENERATED))
         return git("rev-parse", "--short=7", "HEAD") + ("+changes" if changed else "")

@@ -24,8 +24,8 @@ def order_panels(runs: dict[str, pd.DataFrame], orders: list[str]) -> tuple[dict
     measured = {label: set(m[m.method == "interpolated"].order) for label, m in runs.items()}
     panels = {o: {label: interpolation_curve(m, o) for label, m in runs.items()} for o in orders
               if all(o in measured[label] for label in runs)}
-    note = "; ".join(f"no {ORDER_LABELS.get(o, o)} panel: not measured by "
-                     + ", ".join(label for label in runs if o not in measured[label]) for o in orders if o not in panels)
+    missing = {o: ", ".join(label for label in runs if o not in measured[label]) for o in orders if o not in panels}
+    note = "; ".join(f"no {ORDER_LABELS.get(o, o)} panel: not measured by {labels}" for o, labels in missing.items())
     return panels, note
 
 
