@@ -8,6 +8,7 @@ import subprocess
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 
 from boomerang import artefacts as A
 from boomerang import provenance
@@ -32,6 +33,11 @@ def reruns(outcome: dict) -> list[str]:
 def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, monkeypatch, capfd):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the offline lm-eval tasks need no network
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # relative paths, as a user types them, name the same files in the pre-flight and in every stage's kernel
+    monkeypatch.chdir(run_config.parent)
+    preset = yaml.safe_load(run_config.read_text())
+    preset["output_root"], preset["data"]["path"] = "outputs", os.path.relpath(preset["data"]["path"])
+    run_config.write_text(yaml.safe_dump(preset))
     cfg = load_config(run_config)
     retired = A.EXECUTED.path(cfg) / "07_figures.ipynb"  # left by a stage that no longer exists
     retired.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +70,8 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
         assert "tokens/s]" not in text and "step 2/4" not in text, f"{name}: progress in the executed notebook"
 
     metrics = pd.read_csv(A.METRICS.path(cfg))
+    assert A.METRICS.path(cfg).resolve().is_relative_to(run_config.parent / "outputs")  # where the user said
+    assert not (REPO_ROOT / "notebooks" / "outputs").exists()  # not beside the notebooks the kernels read
     assert set(metrics.method) == {"teacher", "student", "interpolated", "naive_pruned"}
     assert metrics.value.notna().all() and set(metrics.task) == {"heldout"}
     scores = pd.read_csv(A.LM_EVAL.path(cfg))

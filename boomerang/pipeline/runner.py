@@ -289,12 +289,14 @@ def _precisions(cfg: RunConfig, stage: Stage) -> str:
 
 
 def _execute(stage: Stage, notebook: dict, cfg: RunConfig, config, overrides: dict, notebooks: Path) -> float:
+    """Run a stage's notebook in a kernel working where the command was started, so that a relative path in
+    the config (data.path, output_root, ...) names in every stage what the pre-flight checked."""
     output = EXECUTED.path(cfg) / stage.notebook
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
         with _kernel_environment({CHANNEL: str(PROGRESS.path(cfg))}), _kernel_sockets() as sockets:
-            pm.execute_notebook(notebook, output, cwd=str(notebooks), kernel_name="python3",
+            pm.execute_notebook(notebook, output, cwd=os.getcwd(), kernel_name="python3",
                                 parameters={"config": notebook_path_argument(config), "overrides": overrides},
                                 progress_bar=False, log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr,
                                 config=sockets)
