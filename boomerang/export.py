@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -46,6 +47,17 @@ def choose(cfg: RunConfig, family: Family, orders: list[str], layers: int | None
     return max(candidates, key=lambda s: (s.num_layers, -s.k))
 
 
+def check_out(out: str, replace: bool) -> None:
+    """`--out` names a new or empty directory, or, with `--replace`, a directory the checkpoint replaces whole:
+    writing a checkpoint over a directory removes what was in it."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {out} is a file; name a directory for the checkpoint")
+    if path.is_dir() and any(path.iterdir()) and not replace:
+        raise ConfigError(f"--out {out} is a directory that is not empty, and the checkpoint would replace "
+                          "everything in it; name a new directory, or add --replace to replace it")
+
+
 def _heldout(cfg: RunConfig) -> dict | None:
     """Held-out perplexity by (order, k), and the student's and teacher's by ("any", layers)."""
     if not A.METRICS.path(cfg).exists():
@@ -72,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="the run's preset (configs/)")
     parser.add_argument("--override", default="{}", help="JSON of dotted overrides, as for the pipeline")
-    parser.add_argument("--out", required=True, help="directory of the checkpoint to write")
+    parser.add_argument("--out", required=True, help="directory of the checkpoint to write (new or empty)")
+    parser.add_argument("--replace", action="store_true", help="replace --out and everything in it")
     parser.add_argument("--order", action="append", help="patch order(s) to choose from (default: the run's)")
     parser.add_argument("--layers", type=int)
     parser.add_argument("--params", type=float, help="at most this many parameters (training-time count)")
@@ -80,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-mib", type=float, help="at most this peak memory, here")
     args = parser.parse_args(argv)
     try:
+        check_out(args.out, args.replace)
         cfg = load_config(args.config, parse_overrides(args.override))
         orders = args.order or cfg.interpolate.orders
         unknown = set(orders) - set(cfg.interpolate.orders)

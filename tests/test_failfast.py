@@ -286,3 +286,26 @@ def test_export_before_the_run_names_the_missing_student(run_config, tmp_path):
     with pytest.raises(SystemExit, match="has no distilled student at .*run the pipeline first"):
         export_main(["--config", str(run_config), "--layers", "5", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_export_writes_over_nothing_it_was_not_asked_to(run_config, teacher_dir, tmp_path):
+    from boomerang.export import main as export_main
+    from transformers import AutoModelForCausalLM
+    layout = Layout((0, 2, 4, 5), 6)
+    save_student(build_student(AutoModelForCausalLM.from_pretrained(teacher_dir), layout), layout, tmp_path / "student")
+    export = ["--config", str(run_config), "--override", json.dumps({"prune.student": str(tmp_path / "student")}),
+              "--layers", "5", "--out"]
+    thesis = tmp_path / "mine" / "thesis.tex"
+    thesis.parent.mkdir()
+    thesis.write_text("keep")
+    with pytest.raises(SystemExit, match=r"--out .*mine is a directory that is not empty, .*add --replace"):
+        export_main([*export, str(thesis.parent)])
+    with pytest.raises(SystemExit, match=r"--out .*thesis.tex is a file; name a directory"):
+        export_main([*export, str(thesis)])
+    assert thesis.read_text() == "keep"
+    export_main([*export, str(tmp_path / "five")])  # a new directory
+    assert (tmp_path / "five" / "config.json").exists()
+    with pytest.raises(SystemExit, match="not empty"):  # the next export there replaces it only when asked
+        export_main([*export, str(tmp_path / "five")])
+    export_main([*export, str(tmp_path / "five"), "--replace"])
+    assert (tmp_path / "five" / "model.safetensors").exists()
