@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -36,7 +37,8 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
     # relative paths, as a user types them, name the same files in the pre-flight and in every stage's kernel
     monkeypatch.chdir(run_config.parent)
     preset = yaml.safe_load(run_config.read_text())
-    preset["output_root"], preset["data"]["path"] = "outputs", os.path.relpath(preset["data"]["path"])
+    shutil.copytree(preset["data"]["path"], "corpus")  # a copy of the shared corpus, as it is edited below
+    preset["output_root"], preset["data"]["path"] = "outputs", "corpus"
     run_config.write_text(yaml.safe_dump(preset))
     cfg = load_config(run_config)
     retired = A.EXECUTED.path(cfg) / "07_figures.ipynb"  # left by a stage that no longer exists
@@ -89,6 +91,15 @@ def test_every_notebook_runs_then_caches_by_what_each_stage_runs(run_config, mon
     assert "authors' k" in doc and "fig2_interpolation_vs_naive_pruning.png" in doc
 
     assert set(runner.run(run_config, log=quiet).values()) == {"cached"}
+
+    # local text is keyed by its content: an edited document re-runs distillation and what follows it
+    document = next(Path("corpus").glob("*.txt"))
+    original = document.read_text()
+    document.write_text(original.replace(".", "!", 1))
+    planned = runner.run(run_config, log=quiet, dry_run=True)
+    assert planned["01_prune"] == "cached" and planned["02_distill"] == "would run: the text under data.path changed"
+    document.write_text(original)
+    assert set(runner.run(run_config, log=quiet, dry_run=True).values()) == {"cached"}
 
     # a run's record set beside another run's: re-reported when that run's results change, and only then
     beside = {"compare_with": ["other"]}

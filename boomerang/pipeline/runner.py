@@ -92,6 +92,8 @@ def key_parts(cfg: RunConfig, stage: Stage, notebook: dict, upstream: str) -> di
              "upstream": upstream}
     if stage.elsewhere:
         parts["elsewhere"] = content_digest(stage.elsewhere(cfg))
+    if "data" in stage.sections and cfg.data.source == "text_dir":  # local text is keyed by what it says
+        parts["text"] = content_digest(sorted(Path(cfg.data.path).rglob("*.txt")))
     return parts
 
 
@@ -129,6 +131,8 @@ def why_not_cached(record: dict | None, parts: dict, cfg: RunConfig, stage: Stag
         return "an earlier stage's result changed"
     if old.get("elsewhere") != parts.get("elsewhere"):
         return "results of another run it reads changed"
+    if old.get("text") != parts.get("text"):
+        return "the text under data.path changed"
     now = fingerprint(outputs(cfg, stage))
     touched = sorted(Path(p).name for p in set(now) | set(record.get("outputs", {}))
                      if now.get(p) != record.get("outputs", {}).get(p))
