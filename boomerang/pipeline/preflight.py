@@ -17,9 +17,8 @@ from ..config import ConfigError, DataConfig, RunConfig
 from ..core.arch import adapter_for, num_layers
 from ..core.prune import Layout, layout_from_config, read_layout
 from ..device import default_device
-from ..io import cache_dir
 from ..measure.harness import task_manager
-from ..measure.tasks import TASK_NAMES, build_tasks
+from ..measure.tasks import TASK_NAMES
 from ..sources.student import check_student_config
 from ..sources.teacher import teacher_path
 from ..sources.text import heldout_texts, hub_train_documents, pack, split_corpus
@@ -234,23 +233,22 @@ def check_tasks(cfg: RunConfig) -> None:
     if not cfg.lm_eval.tasks:
         return
     try:
-        known = task_manager(cfg).all_tasks
+        manager = task_manager(cfg)
     except ValueError as err:
         raise ConfigError(f"lm_eval.offline (lastword_items, cloze_items, cloze_ending_words): {err}") from None
     for name in cfg.lm_eval.tasks:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=5)
+        if name not in manager.all_tasks:
+            close = difflib.get_close_matches(name, manager.all_tasks, n=5)
             raise ConfigError(f"lm_eval.tasks names {name!r}, which is no task, group or tag that lm-eval or this "
                               f"project knows" + (f"; close: {close}" if close else ""))
-    if any(name.startswith("boomerang_") for name in cfg.lm_eval.tasks):
-        check_offline_items(cfg)
+    if manager.include_path:  # the offline tasks, built where the manager reads them
+        check_offline_items(cfg, Path(manager.include_path))
 
 
-def check_offline_items(cfg: RunConfig) -> None:
-    """The offline tasks as built (task_manager built them; this reads them back) have a passage to score,
-    and more items than `lm_eval.num_fewshot`: lm-eval draws a task's examples from its other items."""
+def check_offline_items(cfg: RunConfig, root: Path) -> None:
+    """The offline tasks built under `root` have a passage to score, and more items than
+    `lm_eval.num_fewshot`: lm-eval draws a task's examples from its other items."""
     o, shots = cfg.lm_eval.offline, cfg.lm_eval.num_fewshot
-    root = build_tasks(heldout_texts(cfg.data), cache_dir() / "lm_eval_tasks", o, cfg.seed)
     named = TASK_NAMES if "boomerang_offline" in cfg.lm_eval.tasks else set(TASK_NAMES) & set(cfg.lm_eval.tasks)
     items = {name: len((root / f"{name}.jsonl").read_text().splitlines()) for name in named}
     if items.get("boomerang_rolling") == 0:
