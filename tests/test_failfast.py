@@ -80,6 +80,25 @@ def test_a_misspelt_lm_eval_task_stops_the_preflight_with_its_closest_names(run_
         preflight(load_config(run_config, {"lm_eval.tasks": ["boomerang_offline", task]}))
 
 
+def test_offline_an_lm_eval_dataset_not_in_the_cache_stops_the_preflight(run_config, tmp_path, monkeypatch):
+    import datasets
+    from boomerang.standins import write_dataset
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    cfg = load_config(run_config, {"lm_eval.tasks": ["boomerang_offline", "arc_easy", "ai2_arc"]})
+    with pytest.raises(ConfigError, match=r"lm_eval.tasks: 2 of the 2 datasets the tasks read are not in the "
+                       r"datasets cache .*offline.*: allenai/ai2_arc \(ARC-Easy\) for arc_easy; allenai/ai2_arc "
+                       r"\(ARC-Challenge\) for ai2_arc\. Load them once"):
+        preflight(cfg)
+    row = {"id": "q1", "question": "Which?", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "A"}
+    write_dataset(tmp_path, "allenai/ai2_arc", "ARC-Easy", {"test": [row]})  # as a first load online leaves it
+    one_missing = r"1 of the 2 datasets .*: allenai/ai2_arc \(ARC-Challenge\) for ai2_arc\. Load"
+    with pytest.raises(ConfigError, match=one_missing):
+        preflight(cfg)
+    write_dataset(tmp_path, "allenai/ai2_arc", "ARC-Challenge", {"test": [row]})
+    preflight(cfg)
+
+
 def test_a_dry_run_makes_the_input_checks_when_the_teacher_is_there(run_config, monkeypatch):
     from boomerang.pipeline import runner
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -5,12 +5,15 @@ and what to change."""
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Callable, Literal
 
+import datasets
 import torch
+from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
 from ..config import ConfigError, DataConfig, RunConfig
@@ -243,6 +246,58 @@ def check_tasks(cfg: RunConfig) -> None:
                               f"project knows" + (f"; close: {close}" if close else ""))
     if manager.include_path:  # the offline tasks, built where the manager reads them
         check_offline_items(cfg, Path(manager.include_path))
+    check_task_data(cfg, manager.task_index)
+
+
+def hub_datasets(index: dict, name: str) -> set[tuple[str, str | None, str]]:
+    """The hub datasets that lm-eval's task, group or tag `name` reads, as (path, config, the task's
+    `dataset_kwargs` as JSON), from lm-eval's index alone: nothing is loaded. Tasks that read local files
+    (json, csv, a directory) have none."""
+    entry = index.get(name)
+    cfg = (entry.cfg if entry else None) or {}
+    if entry and entry.kind.name == "TAG":
+        members = entry.tags
+    elif isinstance(cfg.get("task"), list):  # a group: task names, or dicts naming a task or a group
+        members = [m if isinstance(m, str) else m.get("task", m.get("group")) for m in cfg["task"]]
+    else:
+        path = cfg.get("dataset_path")
+        if path is None or path in _PACKAGED_DATASETS_MODULES or Path(path).exists():
+            return set()
+        return {(path, cfg.get("dataset_name"), json.dumps(cfg.get("dataset_kwargs") or {}, sort_keys=True))}
+    return set().union(*(hub_datasets(index, m) for m in members))
+
+
+def check_task_data(cfg: RunConfig, index: dict) -> None:
+    """Offline, every hub dataset the lm-eval tasks read is in the `datasets` cache; otherwise 05 would stop
+    on the first missing one after the models are trained. Online, lm-eval downloads what it needs."""
+    if not datasets.config.HF_HUB_OFFLINE:
+        return
+    reads: dict[tuple[str, str | None, str], str] = {}  # each dataset, with the first task that reads it
+    for task in cfg.lm_eval.tasks:
+        for data in sorted(hub_datasets(index, task), key=str):
+            reads.setdefault(data, task)
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()  # a cached dataset is found with a warning per config
+    try:
+        missing = [f"{path}" + (f" ({config})" if config else "") + f" for {task}"
+                   for (path, config, kwargs), task in reads.items() if not in_datasets_cache(path, config, kwargs)]
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+    if missing:
+        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ConfigError(f"lm_eval.tasks: {len(missing)} of the {len(reads)} datasets the tasks read are not in "
+                          f"the datasets cache {datasets.config.HF_DATASETS_CACHE}, and the run is offline "
+                          f"(HF_DATASETS_OFFLINE or HF_HUB_OFFLINE is set): {shown}. Load them once with the "
+                          "network and the same HF_HOME, or leave those tasks out")
+
+
+def in_datasets_cache(path: str, config: str | None, kwargs: str) -> bool:
+    """Whether `datasets` finds what lm-eval will load (`load_dataset(path, config, **dataset_kwargs)`)."""
+    try:
+        datasets.load_dataset_builder(path, config, **json.loads(kwargs))
+        return True
+    except (OSError, ValueError):  # not cached: ConnectionError (offline), or another config than this one
+        return False
 
 
 def check_offline_items(cfg: RunConfig, root: Path) -> None:
