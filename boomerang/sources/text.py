@@ -18,7 +18,7 @@ import torch
 from datasets import load_dataset
 from datasets.distributed import split_dataset_by_node
 
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig
 from ..io import atomic_path, cache_dir, manifest_problem, write_manifest
 from ..progress import progress
 from .public_domain import public_domain_documents
@@ -50,16 +50,16 @@ def text_dir_documents(path: str | Path) -> dict[str, str]:
     """Every `*.txt` under `path`, named by its path without the suffix; undecodable files are named."""
     root = Path(path)
     if not root.is_dir():
-        raise ValueError(f"data.path {root} is not a directory")
+        raise ConfigError(f"data.path {root} is not a directory")
     docs = {}
     for p in sorted(root.rglob("*.txt")):
         try:
             docs[str(p.relative_to(root).with_suffix(""))] = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
-            raise ValueError(f"{p} is not UTF-8 text ({err.reason} at byte {err.start}); convert it, e.g. "
-                             f"`iconv -f latin1 -t utf-8`, or move it out of data.path") from None
+            raise ConfigError(f"{p} is not UTF-8 text ({err.reason} at byte {err.start}); convert it, e.g. "
+                              f"`iconv -f latin1 -t utf-8`, or move it out of data.path") from None
     if not docs:
-        raise ValueError(f"data.path {root} holds no .txt files")
+        raise ConfigError(f"data.path {root} holds no .txt files")
     return docs
 
 
@@ -76,8 +76,8 @@ def split_corpus(cfg: DataConfig, tokenizer) -> dict[str, np.ndarray]:
     docs = documents(cfg)
     missing = set(cfg.heldout_documents) - set(docs)
     if missing:
-        raise ValueError(f"data.heldout_documents must name documents of the corpus; unknown: "
-                         f"{sorted(missing)}; available: {sorted(docs)}")
+        raise ConfigError(f"data.heldout_documents must name documents of the corpus; unknown: "
+                          f"{sorted(missing)}; available: {sorted(docs)}")
     content = hashlib.sha256()
     for name in sorted(docs):
         content.update(f"{name in cfg.heldout_documents}:{name}:".encode() + docs[name].encode())
@@ -113,8 +113,8 @@ class LocalBatches:
         self.sequences = pack(split_corpus(cfg, tokenizer)["train"], cfg.seq_len)
         self.per_epoch = len(self.sequences) // (batch_size * world_size)
         if self.per_epoch == 0:
-            raise ValueError(f"the training text has {len(self.sequences)} sequences of {cfg.seq_len} tokens, "
-                             f"fewer than one global batch of {batch_size * world_size}")
+            raise ConfigError(f"the training text has {len(self.sequences)} sequences of {cfg.seq_len} tokens, "
+                              f"fewer than one global batch of {batch_size * world_size}")
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.taken = (state or {}).get("batches", 0)
 
@@ -166,8 +166,8 @@ class HubBatches:
         try:
             text = next(self.documents)
         except StopIteration:
-            raise RuntimeError(f"the training stream ended after {self.taken} documents of this process; "
-                               "lower distill.steps or data.skip_documents, or stream a larger dataset") from None
+            raise ConfigError(f"the training stream ended after {self.taken} documents of this process; "
+                              "lower distill.steps or data.skip_documents, or stream a larger dataset") from None
         self.taken += 1
         return text
 
@@ -232,7 +232,7 @@ def heldout_sequences(cfg: DataConfig, tokenizer, num_tokens: int) -> torch.Tens
                 break
         sequences = pack(np.asarray(ids, dtype=np.int64), cfg.seq_len)
     if len(sequences) == 0:
-        raise ValueError(f"the held-out text has fewer than data.seq_len = {cfg.seq_len} tokens; hold out longer "
-                         "documents or lower data.seq_len")
+        raise ConfigError(f"the held-out text has fewer than data.seq_len = {cfg.seq_len} tokens; hold out longer "
+                          "documents or lower data.seq_len")
     wanted = max(1, min(len(sequences), num_tokens // cfg.seq_len))
     return sequences[torch.linspace(0, len(sequences) - 1, wanted).round().long()]
