@@ -277,8 +277,9 @@ def test_distilling_on_its_own_says_a_bad_data_path_in_one_line(run_config, tmp_
     """The pipeline's pre-flight catches it first; `python -m boomerang.distill` alone must say it as well."""
     from boomerang.distill.train import main as distill_main
     stages.prune(load_config(run_config))
-    with pytest.raises(SystemExit, match=f"^error: data.path {tmp_path / 'nowhere'} is not a directory$"):
-        distill_main(["--config", str(run_config), "--override", json.dumps({"data.path": str(tmp_path / "nowhere")})])
+    nowhere = str(tmp_path / "nowhere")
+    with pytest.raises(SystemExit, match=f"^error: data.path {re.escape(nowhere)} is not a directory$"):
+        distill_main(["--config", str(run_config), "--override", json.dumps({"data.path": nowhere})])
 
 
 def test_a_second_run_of_a_run_name_is_refused_at_once_and_a_killed_one_blocks_nothing(run_config):

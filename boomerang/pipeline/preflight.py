@@ -188,7 +188,7 @@ def split_text(cfg: RunConfig, source: str) -> dict:
         raise ConfigError(f"the teacher {source}'s tokenizer cannot be loaded: {first_line(err)}") from None
     try:
         return split_corpus(cfg.data, tokenizer)
-    except ValueError as err:  # it names an undecodable file or an unknown held-out document, and the key
+    except ValueError as err:  # the text's ConfigErrors name the file or the key; a ValueError is the tokenizer's
         raise ConfigError(str(err)) from None
 
 
